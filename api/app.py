@@ -1,0 +1,74 @@
+"""The FastAPI application, built from settings by ``create_app``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import sweep
+from api.errors import install_error_handlers
+from api.routes import health, sweeps, trials
+from sweep.config import Settings
+from sweep.db import make_engine, make_session_factory
+from sweep.trials import active_sweeps, reap_stale_trials, settle_sweep
+
+log = logging.getLogger("sweep.api")
+
+
+class Reaper:
+    """Fails stale trials of active sweeps on a timer, so a dead worker's trial is retried."""
+
+    def __init__(self, settings: Settings, app: FastAPI) -> None:
+        self._settings = settings
+        self._app = app
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
+
+    def _loop(self) -> None:
+        factory = self._app.state.session_factory
+        while not self._stop.wait(self._settings.reap_interval):
+            try:
+                for sweep_row in active_sweeps(factory):
+                    reap_stale_trials(self._settings, sweep_row)
+                    settle_sweep(self._settings, factory, sweep_row.id)
+            except Exception as exc:  # an outage must not end the timer
+                log.warning("reaper: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (read from the environment if not given)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = Reaper(settings, app)
+        reaper.start()
+        yield
+        reaper.stop()
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="sweep",
+        version=sweep.__version__,
+        description="Queue Optuna sweeps over dropout and weight decay; read the best configs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    app.state.session_factory = make_session_factory(app.state.engine)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(sweeps.router)
+    app.include_router(trials.router)
+    return app

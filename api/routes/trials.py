@@ -1,0 +1,53 @@
+"""A sweep's trials: pages of them, and one with its learning curves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from api.deps import EngineDep, SessionDep, StorageDep
+from api.routes.sweeps import ERRORS, SweepName
+from api.schemas import TrialDetail, TrialOut, TrialPage
+from sweep import results, sweeps
+
+router = APIRouter(prefix="/v1/sweeps/{name}/trials", tags=["trials"])
+
+TrialState = Literal["WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL"]
+
+
+@router.get("", response_model=TrialPage, responses=ERRORS)
+def list_trials(
+    name: SweepName,
+    session: SessionDep,
+    engine: EngineDep,
+    storage: StorageDep,
+    state: TrialState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$")] = None,
+) -> TrialPage:
+    """Trials in number order; follow ``next_cursor`` for the next page."""
+    sweep = sweeps.get_sweep(session, name)
+    after = int(cursor) if cursor else -1
+    page = results.trial_page(
+        engine, storage, sweep, after_number=after, limit=limit + 1, state=state
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    return TrialPage(
+        items=[TrialOut.from_result(r) for r in page],
+        next_cursor=str(page[-1].number) if more else None,
+    )
+
+
+@router.get("/{number}", response_model=TrialDetail, responses=ERRORS)
+def get_trial(
+    name: SweepName,
+    number: Annotated[int, Path(ge=0, le=10**9)],
+    session: SessionDep,
+    engine: EngineDep,
+    storage: StorageDep,
+) -> TrialDetail:
+    """One trial with its per-epoch train loss, validation loss and accuracy."""
+    sweep = sweeps.get_sweep(session, name)
+    return TrialDetail.from_result(results.trial_result(engine, storage, sweep, number))

@@ -1,0 +1,44 @@
+"""Settings read from the environment (prefix ``SWEEP_``); callers build them, never import time."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API, the workers and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="SWEEP_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///sweep.db",
+        description="SQLAlchemy URL of the store: sqlite:///file.db or postgresql+psycopg://…",
+    )
+    heartbeat_interval: int = Field(5, ge=1, description="seconds between a worker's heartbeats")
+    grace_period: int = Field(
+        20, ge=3, description="seconds without a heartbeat before a running trial is stale"
+    )
+    reap_interval: float = Field(
+        10.0, gt=0, description="seconds between the API's sweeps for stale trials"
+    )
+    poll_interval: float = Field(
+        1.0, gt=0, description="seconds an idle worker waits before asking for work again"
+    )
+    api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> Settings:
+        # SQLite's now() has 1 s resolution, so a lease needs interval + 2 s of slack.
+        if self.grace_period < self.heartbeat_interval + 2:
+            raise ValueError(
+                f"SWEEP_GRACE_PERIOD ({self.grace_period}) must be at least "
+                f"SWEEP_HEARTBEAT_INTERVAL + 2 ({self.heartbeat_interval + 2})"
+            )
+        return self
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with any password masked, for printing."""
+        return make_url(self.database_url).render_as_string(hide_password=True)

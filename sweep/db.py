@@ -1,0 +1,91 @@
+"""Engine, sessions and the claim lock: the one place SQLite and PostgreSQL differ."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names an SQLite database."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect."""
+    if is_sqlite(url):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    # A database restart then costs a reconnect, not a crashed worker.
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
+    engine = create_engine(url, **engine_options(url))
+    if is_sqlite(url):
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cursor.close()
+
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Open a session, commit if the block succeeds, roll back if it raises."""
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def sweep_lock(session: Session, sweep_id: int) -> Iterator[None]:
+    """Hold the per-sweep claim lock until the block ends.
+
+    PostgreSQL: a row lock on the sweep, released when the session's transaction
+    ends. SQLite: an exclusive file lock beside the database file, since SQLite
+    has no row locks and Optuna writes through its own connection.
+    """
+    from sweep.models import Sweep
+
+    bind = session.get_bind()
+    url = str(bind.url)
+    if not is_sqlite(url):
+        session.execute(select(Sweep.id).where(Sweep.id == sweep_id).with_for_update())
+        yield
+        return
+    database = make_url(url).database or ""
+    lock_path = Path(f"{database}.claim-lock") if database not in ("", ":memory:") else None
+    if lock_path is None:
+        yield
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

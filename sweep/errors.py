@@ -1,0 +1,42 @@
+"""Errors a user can see. Each class's docstring is the default message."""
+
+from __future__ import annotations
+
+
+class SweepError(Exception):
+    """Something went wrong in sweep."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class NotFound(SweepError):
+    """No such sweep."""
+
+
+class AlreadyExists(SweepError):
+    """A sweep with that name already exists; pick another name."""
+
+
+class InvalidSweep(SweepError):
+    """The sweep definition is not valid."""
+
+
+class InvalidTransition(SweepError):
+    """The sweep cannot move to that state from its current one."""
+
+
+class NoResultYet(SweepError):
+    """No trial of this sweep has completed yet; try again when one has."""
+
+
+class SchemaNotReady(SweepError):
+    """The database schema is missing or behind; run `sweep db upgrade`."""
+
+
+class DatabaseUnavailable(SweepError):
+    """The database cannot be reached right now; try again shortly."""

@@ -1,0 +1,46 @@
+"""The tables the service owns. Optuna's own tables live beside them in the same database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SWEEP_STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
+ACTIVE_STATUSES = ("queued", "running")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Sweep(Base):
+    """A request to tune dropout and weight decay; owns the Optuna study of the same name."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    task: Mapped[str] = mapped_column(String(100))
+    task_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sampler: Mapped[str] = mapped_column(String(32))
+    pruner: Mapped[str] = mapped_column(String(32))
+    penalty: Mapped[str] = mapped_column(String(16))
+    patience: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

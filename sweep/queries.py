@@ -1,0 +1,92 @@
+"""Read-only SQL over Optuna's study tables.
+
+Counting and ranking in the database keeps the API fast however many trials a
+study holds; trials are then read back through Optuna's storage as FrozenTrials.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, column, func, select, table
+
+_studies = table("studies", column("study_id"), column("study_name"))
+_trials = table("trials", column("trial_id"), column("number"), column("study_id"), column("state"))
+_values = table(
+    "trial_values", column("trial_id"), column("objective"), column("value"), column("value_type")
+)
+_system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
+
+RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
+
+
+def study_id(engine: Engine, name: str) -> int | None:
+    """The Optuna study id of the study called ``name``."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(_studies.c.study_id).where(_studies.c.study_name == name)
+        ).scalar()
+    return int(found) if found is not None else None
+
+
+def state_counts(engine: Engine, study: int) -> dict[str, int]:
+    """Number of trials per Optuna state (RUNNING, COMPLETE, …)."""
+    query = (
+        select(_trials.c.state, func.count())
+        .where(_trials.c.study_id == study)
+        .group_by(_trials.c.state)
+    )
+    with engine.connect() as conn:
+        return {str(state): int(n) for state, n in conn.execute(query)}
+
+
+def configurations_started(engine: Engine, study: int) -> int:
+    """Configurations the sweep has spent its budget on: every trial that is not a retry."""
+    retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
+    query = (
+        select(func.count())
+        .select_from(_trials)
+        .where(_trials.c.study_id == study, _trials.c.trial_id.not_in(retries))
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
+    """Ids of the ``k`` complete trials with the lowest finite objective, best first."""
+    query = (
+        select(_trials.c.trial_id)
+        .join(_values, _values.c.trial_id == _trials.c.trial_id)
+        .where(
+            _trials.c.study_id == study,
+            _trials.c.state == "COMPLETE",
+            _values.c.objective == 0,
+            _values.c.value_type == "FINITE",
+        )
+        .order_by(_values.c.value.asc(), _trials.c.number.asc())
+        .limit(k)
+    )
+    with engine.connect() as conn:
+        return [int(row) for row in conn.execute(query).scalars()]
+
+
+def trial_ids_page(
+    engine: Engine, study: int, *, after_number: int, limit: int, state: str | None
+) -> list[int]:
+    """Ids of up to ``limit`` trials numbered after ``after_number``, in number order."""
+    query = select(_trials.c.trial_id).where(
+        _trials.c.study_id == study, _trials.c.number > after_number
+    )
+    if state is not None:
+        query = query.where(_trials.c.state == state)
+    query = query.order_by(_trials.c.number.asc()).limit(limit)
+    with engine.connect() as conn:
+        return [int(row) for row in conn.execute(query).scalars()]
+
+
+def trial_id_by_number(engine: Engine, study: int, number: int) -> int | None:
+    """The id of trial ``number`` of the study."""
+    query = select(_trials.c.trial_id).where(
+        _trials.c.study_id == study, _trials.c.number == number
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    return int(found) if found is not None else None

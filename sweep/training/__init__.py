@@ -1,0 +1,1 @@
+"""Training tasks: data, model and loop, on torch alone (no database, no web)."""

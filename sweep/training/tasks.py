@@ -1,0 +1,105 @@
+"""Training tasks by name: the contract every task meets, and the registry.
+
+A sweep names a task; a worker looks it up here and iterates over its epochs.
+Built-in tasks and those of the ``sweep.tasks`` entry-point group are loaded
+lazily, so importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Protocol
+
+ENTRY_POINT_GROUP = "sweep.tasks"
+
+BUILTIN_TASKS: dict[str, str] = {
+    "digits-mlp": "sweep.training.builtin:DigitsMLP",
+    "npz-mlp": "sweep.training.builtin:NpzMLP",
+    "synthetic": "sweep.training.synthetic:SyntheticTask",
+}
+
+
+class TaskOptionsError(ValueError):
+    """The task's options are not valid; the message says which and why."""
+
+
+class UnknownTaskError(LookupError):
+    """No task of that name is registered."""
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """The regularizers one trial trains with."""
+
+    dropout_1: float
+    dropout_2: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a task needs to train one trial."""
+
+    params: TrialParams
+    epochs: int
+    seed: int
+    penalty: str = "l2"  # "l2": coupled, Adam(weight_decay=λ); "decoupled": AdamW
+    patience: int | None = None  # stop after this many epochs without a better val loss
+    device: str = "cpu"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch of training measured (epochs count from 0)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+
+
+class Task(Protocol):
+    """A dataset, a model and a training loop, known by name."""
+
+    name: str
+    description: str
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise TaskOptionsError naming the option and the rule if ``options`` is not valid."""
+
+    def run(self, config: RunConfig) -> Iterator[EpochResult]:
+        """Train one trial, yielding after every epoch; the caller may stop early."""
+
+
+def _load(import_path: str) -> Task:
+    module_name, _, attr = import_path.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    task: Task = factory()
+    return task
+
+
+def _registered() -> dict[str, str]:
+    tasks = dict(BUILTIN_TASKS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        tasks.setdefault(ep.name, ep.value)
+    return tasks
+
+
+def task_names() -> list[str]:
+    """Names of every task a sweep may use, sorted."""
+    return sorted(_registered())
+
+
+def get_task(name: str) -> Task:
+    """The task registered under ``name``."""
+    try:
+        import_path = _registered()[name]
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task {name!r}; choose one of: {', '.join(task_names())}"
+        ) from None
+    return _load(import_path)
