@@ -6,7 +6,7 @@ study holds; trials are then read back through Optuna's storage as FrozenTrials.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, column, func, select, table
+from sqlalchemy import Engine, String, cast, column, func, select, table
 
 _studies = table("studies", column("study_id"), column("study_name"))
 _trials = table("trials", column("trial_id"), column("number"), column("study_id"), column("state"))
@@ -14,6 +14,9 @@ _values = table(
     "trial_values", column("trial_id"), column("objective"), column("value"), column("value_type")
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
+# Optuna's state columns are enum types on PostgreSQL; compare them as text.
+_state = cast(_trials.c.state, String)
+_value_type = cast(_values.c.value_type, String)
 
 RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
 
@@ -30,9 +33,9 @@ def study_id(engine: Engine, name: str) -> int | None:
 def state_counts(engine: Engine, study: int) -> dict[str, int]:
     """Number of trials per Optuna state (RUNNING, COMPLETE, …)."""
     query = (
-        select(_trials.c.state, func.count())
+        select(_state, func.count())
         .where(_trials.c.study_id == study)
-        .group_by(_trials.c.state)
+        .group_by(_state)
     )
     with engine.connect() as conn:
         return {str(state): int(n) for state, n in conn.execute(query)}
@@ -57,9 +60,9 @@ def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
         .join(_values, _values.c.trial_id == _trials.c.trial_id)
         .where(
             _trials.c.study_id == study,
-            _trials.c.state == "COMPLETE",
+            _state == "COMPLETE",
             _values.c.objective == 0,
-            _values.c.value_type == "FINITE",
+            _value_type == "FINITE",
         )
         .order_by(_values.c.value.asc(), _trials.c.number.asc())
         .limit(k)
@@ -76,7 +79,7 @@ def trial_ids_page(
         _trials.c.study_id == study, _trials.c.number > after_number
     )
     if state is not None:
-        query = query.where(_trials.c.state == state)
+        query = query.where(_state == state)
     query = query.order_by(_trials.c.number.asc()).limit(limit)
     with engine.connect() as conn:
         return [int(row) for row in conn.execute(query).scalars()]

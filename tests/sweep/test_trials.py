@@ -1,0 +1,106 @@
+"""The scheduling core: budget, cancellation, failures and retries, with the synthetic task."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session, sessionmaker
+
+from sweep import sweeps
+from sweep.config import Settings
+from sweep.db import transaction
+from sweep.study import storage_for
+from sweep.trials import TrialRun, claim_trial, settle_sweep
+from sweep.training.tasks import EpochResult
+from sweep.worker import Worker
+
+
+def make_sweep(settings: Settings, factory: sessionmaker[Session], name: str, **fields: object) -> int:
+    spec = sweeps.SweepSpec.model_validate({"name": name, "task": "synthetic", "epochs": 3, **fields})
+    with transaction(factory) as session:
+        return sweeps.create_sweep(session, storage_for(settings), spec).id
+
+
+def states(settings: Settings, name: str) -> list[TrialState]:
+    study = optuna.load_study(study_name=name, storage=settings.database_url)
+    return [t.state for t in study.get_trials(deepcopy=False)]
+
+
+def test_claims_stop_at_the_budget(settings: Settings, factory: sessionmaker[Session]) -> None:
+    sweep_id = make_sweep(settings, factory, "budget", n_trials=3)
+    claims = [claim_trial(settings, factory, sweep_id, "w") for _ in range(5)]
+    numbers = [c.number for c in claims if c is not None]
+    assert numbers == [0, 1, 2]  # three configurations, each handed out once
+    assert states(settings, "budget") == [TrialState.RUNNING] * 3
+
+
+def test_a_claim_marks_the_sweep_running(settings: Settings, factory: sessionmaker[Session]) -> None:
+    sweep_id = make_sweep(settings, factory, "starts", n_trials=1)
+    claim_trial(settings, factory, sweep_id, "w")
+    with factory() as session:
+        sweep = sweeps.get_sweep(session, "starts")
+        assert sweep.status == "running" and sweep.started_at is not None
+
+
+def test_cancel_stops_a_running_trial_at_the_next_epoch(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    sweep_id = make_sweep(settings, factory, "cancel-me", n_trials=2)
+    claim = claim_trial(settings, factory, sweep_id, "w")
+    assert claim is not None
+    run = TrialRun(settings, factory, claim)
+    run.report(EpochResult(0, 1.0, 1.0, 0.5))
+    with transaction(factory) as session:
+        sweeps.control_sweep(session, "cancel-me", "cancel")
+    assert run.sweep_status() == "cancelled"  # what the worker checks after every epoch
+
+    worker = Worker(settings, device="cpu", exit_when_idle=True)
+    assert worker._train(run, _config(claim)) == "cancelled"
+    trial = optuna.load_study(study_name="cancel-me", storage=settings.database_url).trials[0]
+    assert trial.state == TrialState.FAIL
+    assert "cancelled" in trial.user_attrs["error"]
+
+
+def _config(claim):  # type: ignore[no-untyped-def]
+    from sweep.space import trial_params
+    from sweep.training.tasks import RunConfig
+
+    return RunConfig(params=trial_params(claim.params), epochs=claim.epochs, seed=claim.seed)
+
+
+def test_a_task_that_always_raises_ends_the_sweep_failed(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    make_sweep(settings, factory, "broken", n_trials=2, max_attempts=3, task_options={"fail": True})
+    assert Worker(settings, device="cpu", exit_when_idle=True).run() == 0
+    trial_states = states(settings, "broken")
+    assert trial_states == [TrialState.FAIL] * 6  # 2 configurations × 3 attempts, no more
+    with factory() as session:
+        sweep = sweeps.get_sweep(session, "broken")
+        assert sweep.status == "failed"
+        assert "synthetic task asked to fail" in (sweep.error or "")
+
+
+def test_nan_loss_fails_the_trial_without_retry(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    make_sweep(settings, factory, "nan", n_trials=1, task_options={"nan_at_epoch": 1})
+    Worker(settings, device="cpu", exit_when_idle=True).run()
+    study = optuna.load_study(study_name="nan", storage=settings.database_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert "NaN" in study.trials[0].user_attrs["error"]
+
+
+def test_released_trial_is_requeued_with_the_same_params(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    sweep_id = make_sweep(settings, factory, "release", n_trials=1)
+    claim = claim_trial(settings, factory, sweep_id, "w")
+    assert claim is not None
+    TrialRun(settings, factory, claim).release()
+    again = claim_trial(settings, factory, sweep_id, "w")
+    assert again is not None and again.params == claim.params
+    assert again.attempt == 1  # a release is not a failed attempt
+    assert again.seed == claim.seed
+    assert claim_trial(settings, factory, sweep_id, "w") is None  # budget still 1
+    settle_sweep(settings, factory, sweep_id)
