@@ -289,3 +289,78 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
     if top:
         console.print(_trials_table([top]))
     return dict(s)
+
+
+# ---- the newcomer's one command ------------------------------------------------------------
+
+
+@app.command()
+def up(
+    n_trials: Annotated[int, typer.Option(help="trials of the default sweep")] = 30,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 60,
+    port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
+) -> None:
+    """Migrate, start the API and a worker, run a default sweep, then keep serving until Ctrl-C."""
+    import signal
+    import subprocess
+    from datetime import datetime
+
+    from sweep.db import make_engine
+    from sweep.schema import upgrade
+
+    settings = _settings()
+    upgrade(make_engine(settings.database_url))
+    console.print(f"store: {settings.safe_database_url} (migrated)")
+    logs = Path(".sweep")
+    logs.mkdir(exist_ok=True)
+    base = [sys.executable, "-m", "sweep"]
+    children = []
+    for name, args in (("api", ["api", "--port", str(port)]), ("worker", ["worker"])):
+        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        children.append(subprocess.Popen([*base, *args], stdout=log_file, stderr=log_file))
+    console.print(f"started the API and one worker; logs in {logs}/api.log and {logs}/worker.log")
+
+    def stop_children(*_args: object) -> NoReturn:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=60)
+        console.print("stopped")
+        raise typer.Exit(0)
+
+    signal.signal(signal.SIGTERM, stop_children)
+    client = Api(f"http://127.0.0.1:{port}")
+    try:
+        _wait_ready(client, children)
+        name = "digits-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+        client.request(
+            "POST",
+            "/v1/sweeps",
+            json={"name": name, "n_trials": n_trials, "epochs": epochs,
+                  "description": "the default sweep of `sweep up`"},
+        )
+        console.print(
+            f"queued [bold]{name}[/bold]: {n_trials} trials of digits-mlp, "
+            f"dropout in [0.2, 0.5], weight decay in [1e-5, 1e-2] (log)"
+        )
+        watch_sweep(client, name)
+        console.print(
+            f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
+            f"Try: sweep best {name} -k 5   |   Ctrl-C to stop."
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        _fail("a child process exited; see .sweep/*.log")
+    except KeyboardInterrupt:
+        stop_children()
+
+
+def _wait_ready(client: Api, children: list[Any]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if client.get_optional("/readyz") is not None:
+            return
+        if any(child.poll() is not None for child in children):
+            _fail("the API or worker exited at start; see .sweep/api.log and .sweep/worker.log")
+        time.sleep(0.3)
+    _fail("the API did not become ready in 120 s; see .sweep/api.log")

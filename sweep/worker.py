@@ -40,9 +40,9 @@ class Worker:
 
     def __init__(self, settings: Settings, *, device: str = "auto", exit_when_idle: bool = False):
         self.settings = settings
-        self.device = device
+        self.device = resolve_device(device)
         self.exit_when_idle = exit_when_idle
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{device}"
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
         self.stopping = threading.Event()
         self.engine = make_engine(settings.database_url)
         self.factory = make_session_factory(self.engine)
@@ -145,6 +145,15 @@ class Worker:
                 run.fail("stopped: the sweep was cancelled", retry=False)
                 return "cancelled"
         return run.finish().name.lower()
+
+
+def resolve_device(requested: str) -> str:
+    """The torch device for ``requested`` ("auto" picks CUDA when present); cpu needs no torch."""
+    if requested == "cpu":
+        return "cpu"
+    from sweep.training.train import pick_device
+
+    return pick_device(requested)
 
 
 def _first_line(exc: BaseException) -> str:

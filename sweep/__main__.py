@@ -1,0 +1,5 @@
+"""`python -m sweep` runs the CLI."""
+
+from sweep.cli import app
+
+app()
