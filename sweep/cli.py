@@ -17,8 +17,12 @@ from rich.table import Table
 
 from sweep.config import Settings
 
-app = typer.Typer(help="Tune dropout and weight decay with Optuna, as a service.", no_args_is_help=True)
-db_app = typer.Typer(help="The database schema (service tables and Optuna's).", no_args_is_help=True)
+app = typer.Typer(
+    help="Tune dropout and weight decay with Optuna, as a service.", no_args_is_help=True
+)
+db_app = typer.Typer(
+    help="The database schema (service tables and Optuna's).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 console = Console()
@@ -166,7 +170,12 @@ def submit(
     """Queue a sweep through the API."""
     body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
     body.update(
-        name=name, task=task, n_trials=n_trials, epochs=epochs, sampler=sampler, pruner=pruner,
+        name=name,
+        task=task,
+        n_trials=n_trials,
+        epochs=epochs,
+        sampler=sampler,
+        pruner=pruner,
         seed=seed,
     )
     created = Api(api_url).request("POST", "/v1/sweeps", json=body)
@@ -191,8 +200,12 @@ def list_sweeps(
     table = Table("name", "status", "task", "done / budget", "running", "created")
     for s in page["items"]:
         table.add_row(
-            s["name"], s["status"], s["task"], f"{_done(s)} / {s['n_trials']}",
-            str(s["trials"].get("RUNNING", 0)), s["created_at"][:19],
+            s["name"],
+            s["status"],
+            s["task"],
+            f"{_done(s)} / {s['n_trials']}",
+            str(s["trials"].get("RUNNING", 0)),
+            s["created_at"][:19],
         )
     console.print(table)
 
@@ -249,7 +262,7 @@ def _trials_table(rows: list[dict[str, Any]]) -> Table:
 
 def _done(s: dict[str, Any]) -> int:
     running = s["trials"].get("RUNNING", 0) + s["trials"].get("WAITING", 0)
-    return int(s["configurations_started"]) - running
+    return int(s["configurations_started"]) - int(running)
 
 
 @app.command()
@@ -278,7 +291,10 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
             top = client.get_optional(f"/v1/sweeps/{name}/best")
             best_text = f"best val loss {top['value']:.4f} (trial {top['number']})" if top else ""
             progress.update(
-                bar, total=s["n_trials"], completed=_done(s), best=best_text,
+                bar,
+                total=s["n_trials"],
+                completed=_done(s),
+                best=best_text,
                 description=f"{name} [{s['status']}]",
             )
             if s["status"] in TERMINAL:
@@ -336,8 +352,12 @@ def up(
         client.request(
             "POST",
             "/v1/sweeps",
-            json={"name": name, "n_trials": n_trials, "epochs": epochs,
-                  "description": "the default sweep of `sweep up`"},
+            json={
+                "name": name,
+                "n_trials": n_trials,
+                "epochs": epochs,
+                "description": "the default sweep of `sweep up`",
+            },
         )
         console.print(
             f"queued [bold]{name}[/bold]: {n_trials} trials of digits-mlp, "

@@ -72,7 +72,7 @@ def sweep_lock(session: Session, sweep_id: int) -> Iterator[None]:
     from sweep.models import Sweep
 
     bind = session.get_bind()
-    url = str(bind.url)
+    url = str(bind.engine.url)
     if not is_sqlite(url):
         session.execute(select(Sweep.id).where(Sweep.id == sweep_id).with_for_update())
         yield

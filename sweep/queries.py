@@ -32,11 +32,7 @@ def study_id(engine: Engine, name: str) -> int | None:
 
 def state_counts(engine: Engine, study: int) -> dict[str, int]:
     """Number of trials per Optuna state (RUNNING, COMPLETE, …)."""
-    query = (
-        select(_state, func.count())
-        .where(_trials.c.study_id == study)
-        .group_by(_state)
-    )
+    query = select(_state, func.count()).where(_trials.c.study_id == study).group_by(_state)
     with engine.connect() as conn:
         return {str(state): int(n) for state, n in conn.execute(query)}
 

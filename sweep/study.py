@@ -54,9 +54,7 @@ def make_sampler(name: str, space: Space, seed: int) -> BaseSampler:
     """The sampler called ``name``, seeded with ``seed``."""
     factories: dict[str, Callable[[], BaseSampler]] = {
         # constant_liar keeps parallel workers from proposing the same point.
-        "tpe": lambda: optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constant_liar=True
-        ),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import optuna
 from optuna.storages import RDBStorage
@@ -24,7 +24,7 @@ DEFAULT_EPOCHS = 60
 
 SamplerName = Literal["tpe", "random", "grid", "qmc", "gp"]
 PrunerName = Literal["median", "percentile", "hyperband", "successive-halving", "none"]
-assert set(SamplerName.__args__) == set(SAMPLERS) and set(PrunerName.__args__) == set(PRUNERS)
+assert set(get_args(SamplerName)) == set(SAMPLERS) and set(get_args(PrunerName)) == set(PRUNERS)
 
 # Allowed control transitions: action -> (from states, to state).
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {

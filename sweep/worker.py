@@ -18,6 +18,7 @@ from sweep.db import make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready
 from sweep.space import trial_params
+from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import (
     Claim,
     Heartbeat,
@@ -28,7 +29,6 @@ from sweep.trials import (
     reap_stale_trials,
     settle_sweep,
 )
-from sweep.training.tasks import RunConfig, get_task
 
 log = logging.getLogger("sweep.worker")
 
@@ -67,7 +67,9 @@ class Worker:
                 claim = self._next_claim()
                 backoff = self.settings.poll_interval
             except OperationalError as exc:
-                log.warning("database unavailable (%s); retrying in %.0f s", _first_line(exc), backoff)
+                log.warning(
+                    "database unavailable (%s); retrying in %.0f s", _first_line(exc), backoff
+                )
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue

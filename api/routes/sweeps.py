@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Path, Query
 
@@ -15,8 +15,8 @@ router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
 SweepName = Annotated[str, Path(pattern=sweeps.NAME_PATTERN)]
 StatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
-assert set(StatusName.__args__) == set(SWEEP_STATUSES)
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+assert set(get_args(StatusName)) == set(SWEEP_STATUSES)
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 
 
 @router.post("", status_code=201, response_model=SweepOut, responses={409: {"model": ErrorOut}})

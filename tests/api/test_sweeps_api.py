@@ -63,7 +63,7 @@ def test_a_sweep_runs_to_completion_and_best_matches_optuna(
     assert best["epoch"] == best["metrics"]["epoch"]
 
     top = client.get("/v1/sweeps/full/top", params={"k": 3}).json()
-    assert [t["number"] for t in top][0] == best["number"]
+    assert top[0]["number"] == best["number"]
     assert [t["value"] for t in top] == sorted(t["value"] for t in top)
     for trial in top:
         assert 0.2 <= trial["params"]["dropout"] <= 0.5
@@ -154,7 +154,5 @@ def test_bad_input_is_a_422_naming_the_field(
 
 def test_nan_in_raw_json_is_a_422(client: TestClient) -> None:
     raw = '{"name": "nan", "space": {"dropout": {"low": NaN, "high": 0.5}}}'
-    response = client.post(
-        "/v1/sweeps", content=raw, headers={"content-type": "application/json"}
-    )
+    response = client.post("/v1/sweeps", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422

@@ -21,7 +21,9 @@ def test_default_space_is_the_product_card_ranges() -> None:
 
 def test_weight_decay_grid_as_choices() -> None:
     space = Space.model_validate({"weight_decay": {"choices": [1e-2, 1e-3, 1e-4, 1e-5]}})
-    assert space.distributions()["weight_decay"] == CategoricalDistribution([1e-2, 1e-3, 1e-4, 1e-5])
+    assert space.distributions()["weight_decay"] == CategoricalDistribution(
+        [1e-2, 1e-3, 1e-4, 1e-5]
+    )
     assert space.grid() is None  # dropout is still a range
     full = Space.model_validate(
         {"dropout": {"choices": [0.2, 0.5]}, "weight_decay": {"choices": [1e-3]}}

@@ -10,13 +10,17 @@ from sweep import sweeps
 from sweep.config import Settings
 from sweep.db import transaction
 from sweep.study import storage_for
-from sweep.trials import TrialRun, claim_trial, settle_sweep
 from sweep.training.tasks import EpochResult
+from sweep.trials import TrialRun, claim_trial, settle_sweep
 from sweep.worker import Worker
 
 
-def make_sweep(settings: Settings, factory: sessionmaker[Session], name: str, **fields: object) -> int:
-    spec = sweeps.SweepSpec.model_validate({"name": name, "task": "synthetic", "epochs": 3, **fields})
+def make_sweep(
+    settings: Settings, factory: sessionmaker[Session], name: str, **fields: object
+) -> int:
+    spec = sweeps.SweepSpec.model_validate(
+        {"name": name, "task": "synthetic", "epochs": 3, **fields}
+    )
     with transaction(factory) as session:
         return sweeps.create_sweep(session, storage_for(settings), spec).id
 
@@ -34,7 +38,9 @@ def test_claims_stop_at_the_budget(settings: Settings, factory: sessionmaker[Ses
     assert states(settings, "budget") == [TrialState.RUNNING] * 3
 
 
-def test_a_claim_marks_the_sweep_running(settings: Settings, factory: sessionmaker[Session]) -> None:
+def test_a_claim_marks_the_sweep_running(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
     sweep_id = make_sweep(settings, factory, "starts", n_trials=1)
     claim_trial(settings, factory, sweep_id, "w")
     with factory() as session:

@@ -15,7 +15,7 @@ from sweep.training.train import make_optimizer, pick_device, train_epochs
 
 LR, WEIGHT_DECAY = 0.01, 0.5
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
-OVERFIT_EPOCHS = 100  # p=0, λ=0 reaches its best validation loss near epoch 55 on the default task
+OVERFIT_EPOCHS = 120  # p=0, λ=0 reaches its best validation loss near epoch 55 on the default task
 
 
 def _loss(model: nn.Module) -> torch.Tensor:
@@ -84,8 +84,16 @@ def test_unknown_penalty_is_refused() -> None:
         make_optimizer(nn.Linear(2, 2), "l1", LR, WEIGHT_DECAY)
 
 
-def _run(p: float, weight_decay: float, seed: int, epochs: int, **kw: object) -> list[EpochResult]:
-    config = RunConfig(TrialParams(p, p, weight_decay), epochs=epochs, seed=seed, **kw)  # type: ignore[arg-type]
+def _run(
+    p: float,
+    weight_decay: float,
+    seed: int,
+    epochs: int,
+    penalty: str = "l2",
+    patience: int | None = None,
+) -> list[EpochResult]:
+    params = TrialParams(p, p, weight_decay)
+    config = RunConfig(params, epochs=epochs, seed=seed, penalty=penalty, patience=patience)
     return list(DigitsMLP().run(config))
 
 
@@ -139,8 +147,10 @@ def test_default_task_overfits_without_regularization(
         val = [r.val_loss for r in results]
         best = val.index(min(val))
         assert best < OVERFIT_EPOCHS - 20
-        assert val[-1] > 1.04 * val[best]  # validation loss climbs back up…
-        assert results[-1].train_loss < 0.5 * results[best].train_loss  # …while training still falls
+        assert val[-1] > 1.05 * val[best]  # validation loss climbs back up…
+        assert (
+            results[-1].train_loss < 0.5 * results[best].train_loss
+        )  # …while training still falls
 
 
 def test_regularization_beats_no_regularization_on_the_default_task(
