@@ -11,10 +11,8 @@ import threading
 import time
 from types import FrameType
 
-from sqlalchemy.exc import OperationalError
-
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory
+from sweep.db import is_outage, make_engine, make_session_factory, retry_on_outage
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready
 from sweep.space import trial_params
@@ -66,7 +64,9 @@ class Worker:
             try:
                 claim = self._next_claim()
                 backoff = self.settings.poll_interval
-            except OperationalError as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 log.warning(
                     "database unavailable (%s); retrying in %.0f s", _first_line(exc), backoff
                 )
@@ -89,7 +89,9 @@ class Worker:
             try:
                 check_ready(self.engine)
                 return True
-            except (SchemaNotReady, OperationalError) as exc:
+            except Exception as exc:
+                if not (isinstance(exc, SchemaNotReady) or is_outage(exc)):
+                    raise
                 if not warned:
                     log.warning("waiting for the database: %s", _first_line(exc))
                     warned = True
@@ -126,13 +128,20 @@ class Worker:
         except LeaseLost as exc:
             log.warning("lease lost, result dropped: %s (%s)", where, exc)
         except Exception as exc:
+            if is_outage(exc):  # the reaper re-queues it once the database is back
+                log.error("database unreachable; abandoning %s: %s", where, _first_line(exc))
+                return
             log.exception("trial failed: %s", where)
             try:
                 run.fail(f"{type(exc).__name__}: {exc}", retry=True)
             except LeaseLost:
                 log.warning("lease lost while failing %s", where)
         self.trials_run += 1
-        settle_sweep(self.settings, self.factory, claim.sweep_id)
+        retry_on_outage(
+            lambda: settle_sweep(self.settings, self.factory, claim.sweep_id),
+            max_wait_s=self.settings.grace_period * 3,
+            what="settle",
+        )
 
     def _train(self, run: TrialRun, config: RunConfig) -> str:
         task = get_task(run.claim.task)
