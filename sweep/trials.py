@@ -25,7 +25,7 @@ from sweep.config import Settings
 from sweep.db import retry_on_outage, sweep_lock, transaction
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
 from sweep.space import Space
-from sweep.study import load_study, retry_callback, storage_for
+from sweep.study import load_study, make_pruner, retry_callback, storage_for
 from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
@@ -47,6 +47,7 @@ class Claim:
     epochs: int
     penalty: str
     patience: int | None
+    pruner: str
     max_attempts: int
     trial_id: int
     number: int
@@ -154,6 +155,7 @@ def claim_trial(
             epochs=sweep.epochs,
             penalty=sweep.penalty,
             patience=sweep.patience,
+            pruner=sweep.pruner,
             max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
@@ -201,8 +203,12 @@ class TrialRun:
         self.storage = storage_for(settings, claim.max_attempts)
         self._factory = factory
         self._max_outage_s = float(settings.grace_period * 3)
+        pruner = make_pruner(claim.pruner, claim.epochs)
         self.study = self._db(
-            lambda: optuna.load_study(study_name=claim.sweep_name, storage=self.storage), "load"
+            lambda: optuna.load_study(
+                study_name=claim.sweep_name, storage=self.storage, pruner=pruner
+            ),
+            "load",
         )
         self.trial = optuna.Trial(self.study, claim.trial_id)
         self.curves = Curves()

@@ -74,7 +74,9 @@ class Worker:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             if claim is None:
-                if self.exit_when_idle:
+                # Trials still running elsewhere may come back (their worker may die), so
+                # an idle worker exits only once no sweep is active at all.
+                if self.exit_when_idle and not active_sweeps(self.factory):
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
                 self.stopping.wait(self.settings.poll_interval)
