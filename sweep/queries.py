@@ -6,7 +6,7 @@ study holds; trials are then read back through Optuna's storage as FrozenTrials.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, String, cast, column, func, select, table
+from sqlalchemy import Engine, String, case, cast, column, func, select, table
 
 _studies = table("studies", column("study_id"), column("study_name"))
 _trials = table("trials", column("trial_id"), column("number"), column("study_id"), column("state"))
@@ -21,13 +21,21 @@ _value_type = cast(_values.c.value_type, String)
 RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
 
 
+_study_ids: dict[tuple[str, str], int] = {}
+
+
 def study_id(engine: Engine, name: str) -> int | None:
-    """The Optuna study id of the study called ``name``."""
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(_studies.c.study_id).where(_studies.c.study_name == name)
-        ).scalar()
-    return int(found) if found is not None else None
+    """The Optuna study id of the study called ``name`` (cached: names never change)."""
+    key = (str(engine.url), name)
+    if key not in _study_ids:
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(_studies.c.study_id).where(_studies.c.study_name == name)
+            ).scalar()
+        if found is None:
+            return None
+        _study_ids[key] = int(found)
+    return _study_ids[key]
 
 
 def state_counts(engine: Engine, study: int) -> dict[str, int]:
@@ -47,6 +55,19 @@ def configurations_started(engine: Engine, study: int) -> int:
     )
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+def budget_counts(engine: Engine, study: int) -> tuple[int, int, int]:
+    """(WAITING trials, configurations started, all trials) of the study, in one query."""
+    retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
+    query = select(
+        func.coalesce(func.sum(case((_state == "WAITING", 1), else_=0)), 0),
+        func.coalesce(func.sum(case((_trials.c.trial_id.not_in(retries), 1), else_=0)), 0),
+        func.count(),
+    ).where(_trials.c.study_id == study)
+    with engine.connect() as conn:
+        waiting, started, total = conn.execute(query).one()
+    return int(waiting), int(started), int(total)
 
 
 def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:

@@ -100,7 +100,9 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: stopping %d workers", signal.Signals(signum).name, len(self.children))
+        log.info(
+            "%s received: stopping %d workers", signal.Signals(signum).name, len(self.children)
+        )
         self.stopping.set()
 
     def run(self) -> int:

@@ -54,17 +54,18 @@ def test_cancel_stops_a_running_trial_at_the_next_epoch(
     sweep_id = make_sweep(settings, factory, "cancel-me", n_trials=2)
     claim = claim_trial(settings, factory, sweep_id, "w")
     assert claim is not None
-    run = TrialRun(settings, factory, claim)
-    run.report(EpochResult(0, 1.0, 1.0, 0.5))
-    with transaction(factory) as session:
-        sweeps.control_sweep(session, "cancel-me", "cancel")
-    assert run.sweep_status() == "cancelled"  # what the worker checks after every epoch
-
     worker = Worker(settings, device="cpu", exit_when_idle=True)
-    assert worker._train(run, _config(claim)) == "cancelled"
+    with TrialRun(settings, factory, claim) as run:
+        run.report(EpochResult(0, 1.0, 1.0, 0.5))
+        with transaction(factory) as session:
+            sweeps.control_sweep(session, "cancel-me", "cancel")
+        # the lease thread notices within one heartbeat interval
+        assert run.cancelled.wait(settings.heartbeat_interval * 3)
+        assert worker._train(run, _config(claim)) == "cancelled"
     trial = optuna.load_study(study_name="cancel-me", storage=settings.database_url).trials[0]
     assert trial.state == TrialState.FAIL
     assert "cancelled" in trial.user_attrs["error"]
+    assert len(trial.user_attrs["curves"]["val_loss"]) == 2  # the epoch before, and one more
 
 
 def _config(claim):  # type: ignore[no-untyped-def]
