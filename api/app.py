@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 import sweep
 from api.errors import install_error_handlers
-from api.routes import health, sweeps, trials
+from api.routes import health, sweeps, tasks, trials
 from sweep.config import Settings
 from sweep.db import make_engine, make_session_factory
 from sweep.trials import active_sweeps, reap_stale_trials, settle_sweep
@@ -71,4 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(sweeps.router)
     app.include_router(trials.router)
+    app.include_router(tasks.router)
     return app

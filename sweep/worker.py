@@ -14,6 +14,7 @@ from types import FrameType
 from sweep.config import Settings
 from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
+from sweep.evaluation import claim_evaluation
 from sweep.schema import check_ready
 from sweep.space import trial_params
 from sweep.training.tasks import RunConfig, get_task
@@ -108,6 +109,8 @@ class Worker:
                 reap_stale_trials(self.settings, sweep)
                 self._reaped_at[sweep.id] = now
             claim = claim_trial(self.settings, self.factory, sweep.id, self.name)
+            if claim is None:  # the budget is handed out: baseline and re-evaluations next
+                claim = claim_evaluation(self.settings, self.factory, sweep.id, self.name)
             if claim is not None:
                 return claim
             settle_sweep(self.settings, self.factory, sweep.id)
@@ -125,6 +128,7 @@ class Worker:
             patience=claim.patience,
             device=self.device,
             options=claim.task_options,
+            evaluate_test=claim.evaluate_test,
         )
         started = time.perf_counter()
         try:
