@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sweep import queries, results
 from sweep.models import Sweep
 
-WIDTH_PX, HEIGHT_PX, DPI = 1000, 600, 100
+WIDTH_PX, HEIGHT_PX, DPI = 1200, 600, 100
 SYMBOLS = {"dropout": "p", "dropout_1": "p₁", "dropout_2": "p₂", "weight_decay": "λ"}
 
 
@@ -83,19 +83,24 @@ def sweep_chart(engine: Engine, sweep: Sweep) -> bytes:
 
 
 def render_chart(title: str, best: Series, baseline: Series | None) -> bytes:
-    """A PNG (1000 x 600 px) of training (dashed) and validation (solid) loss per epoch."""
+    """A PNG (1200 x 600 px) of training (dashed) and validation (solid) loss per epoch.
+
+    Left: both losses on a log scale, where the widening gap between training
+    and validation loss shows overfitting. Right: validation loss alone, close up,
+    where the baseline's turning up and the best configuration's lower minimum show.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to memory
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI, layout="constrained")
-    axes = figure.add_subplot()
-    for series, color in ((baseline, "tab:red"), (best, "tab:blue")):
-        if series is None:
-            continue
-        epochs = range(1, len(series.val_loss) + 1)
-        axes.plot(
+    both, close_up = figure.subplots(1, 2, width_ratios=(3, 2))
+    drawn = [(s, c) for s, c in ((baseline, "tab:red"), (best, "tab:blue")) if s is not None]
+    lows, highs = [], []
+    for series, color in drawn:
+        epochs = list(range(1, len(series.val_loss) + 1))
+        both.plot(
             epochs,
             series.train_loss,
             color=color,
@@ -103,23 +108,54 @@ def render_chart(title: str, best: Series, baseline: Series | None) -> bytes:
             linewidth=1.5,
             label=f"training loss, {series.label}",
         )
-        axes.plot(
-            epochs,
-            series.val_loss,
-            color=color,
-            linewidth=2,
-            label=f"validation loss, {series.label}",
-        )
+        for axes in (both, close_up):
+            axes.plot(
+                epochs,
+                series.val_loss,
+                color=color,
+                linewidth=2,
+                label=f"validation loss, {series.label}",
+            )
         finite = [(v, e) for e, v in zip(epochs, series.val_loss, strict=False) if math.isfinite(v)]
         if finite:
             value, epoch = min(finite)
-            axes.plot([epoch], [value], marker="o", color=color, markersize=6)
-    axes.set_yscale("log")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("cross-entropy loss (log scale)")
-    axes.set_title(title, fontsize=11)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="upper right", fontsize=9)
+            close_up.plot(
+                [epoch],
+                [value],
+                marker="o",
+                color=color,
+                markersize=8,
+                markeredgecolor="white",
+                zorder=5,
+            )
+            close_up.annotate(
+                f"{value:.4f}",
+                (epoch, value),
+                textcoords="offset points",
+                xytext=(0, -16),
+                ha="center",
+                color=color,
+                fontsize=9,
+                zorder=6,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"},
+            )
+            lows.append(value)
+            late = [v for v, e in finite if e > len(epochs) // 4]
+            highs.append(max(late or [value]))
+    both.set_yscale("log")
+    both.set_xlabel("epoch")
+    both.set_ylabel("cross-entropy loss (log scale)")
+    both.set_title("training and validation loss", fontsize=10)
+    both.grid(True, which="both", alpha=0.3)
+    both.legend(loc="lower left", fontsize=8)
+    close_up.set_xlabel("epoch")
+    close_up.set_ylabel("validation loss")
+    close_up.set_title("validation loss, close up (dot: best epoch)", fontsize=10)
+    close_up.grid(True, alpha=0.3)
+    if lows:
+        span = max(highs) - min(lows)
+        close_up.set_ylim(min(lows) - 0.15 * span, max(highs) + 0.1 * span)
+    figure.suptitle(title, fontsize=11)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()

@@ -88,5 +88,5 @@ def test_chart_is_a_png_of_the_expected_size(client: TestClient, settings: Setti
     response = client.get("/v1/sweeps/charted/chart.png")
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
-    assert png_size(response.content) == (1000, 600)
+    assert png_size(response.content) == (1200, 600)
     assert client.get("/v1/sweeps/nope/chart.png").status_code == 404
