@@ -99,7 +99,7 @@ def render_chart(title: str, best: Series, baseline: Series | None) -> bytes:
     drawn = [(s, c) for s, c in ((baseline, "tab:red"), (best, "tab:blue")) if s is not None]
     lows, highs = [], []
     for series, color in drawn:
-        epochs = list(range(1, len(series.val_loss) + 1))
+        epochs = list(range(len(series.val_loss)))  # from 0, as the API counts them
         both.plot(
             epochs,
             series.train_loss,

@@ -423,7 +423,8 @@ def up(
         watch_sweep(client, name)
         console.print(
             f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
-            f"Try: sweep best {name} -k 5   |   Ctrl-C to stop."
+            f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
+            "Ctrl-C to stop."
         )
         while all(child.poll() is None for child in children):
             time.sleep(1)
