@@ -117,7 +117,8 @@ class Worker:
         return None
 
     def _run_trial(self, claim: Claim) -> None:
-        where = f"sweep={claim.sweep_name} trial={claim.number} attempt={claim.attempt}"
+        # the study, not the sweep: evaluation trials are numbered in "<sweep>.eval"
+        where = f"sweep={claim.study} trial={claim.number} attempt={claim.attempt}"
         log.info("claim %s params=%s worker=%s", where, claim.params, self.name)
         run = TrialRun(self.settings, self.factory, claim)
         config = RunConfig(

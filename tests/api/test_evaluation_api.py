@@ -120,6 +120,25 @@ def test_until_reevaluation_finishes_best_says_one_seed(
     assert client.get("/v1/sweeps/slow/best").json()["seeds"] == 2
 
 
+def test_a_released_evaluation_trial_comes_back_as_itself(
+    client: TestClient, settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    create(client, "handback", n_trials=1, reevaluate_top=0)
+    with factory() as session:
+        sweep_id = sweeps.get_sweep(session, "handback").id
+    search = claim_trial(settings, factory, sweep_id, "w")
+    assert search is not None
+    train(settings, factory, search)
+    baseline = claim_evaluation(settings, factory, sweep_id, "w")
+    assert baseline is not None and baseline.study == "handback.eval"
+    with TrialRun(settings, factory, baseline) as run:
+        run.release()  # a worker stopping (SIGTERM) gives its trial back
+    again = claim_evaluation(settings, factory, sweep_id, "w2")
+    assert again is not None and again.trial_id != baseline.trial_id
+    assert (again.params, again.seed, again.attempt) == (baseline.params, baseline.seed, 1)
+    assert again.params == {"dropout": 0.0, "weight_decay": 0.0}
+
+
 def test_no_evaluation_when_switched_off(client: TestClient, settings: Settings) -> None:
     create(client, "plain", n_trials=3, baseline=False, reevaluate_top=0)
     run_worker(settings)
