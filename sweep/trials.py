@@ -30,6 +30,7 @@ from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
 T = TypeVar("T")
+GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
 
 
 class LeaseLost(Exception):
@@ -308,7 +309,8 @@ class TrialRun:
 
 
 def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
-    """Mark the sweep completed (or failed, if nothing succeeded) once its budget is spent."""
+    """End the sweep: completed once its budget is spent and nothing runs; failed early
+    when nothing has succeeded after GIVE_UP_AFTER configurations' worth of attempts."""
     with transaction(factory) as session:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None or sweep.status not in ("queued", "running", "paused"):
@@ -319,17 +321,21 @@ def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: i
         if study_id is None:
             return
         counts = queries.state_counts(engine, study_id)
-        if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
-            return
-        if queries.configurations_started(engine, study_id) < sweep.n_trials:
-            return
         succeeded = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        failures = counts.get("FAIL", 0)
+        hopeless = not succeeded and failures >= GIVE_UP_AFTER * sweep.max_attempts
+        if not hopeless:
+            if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
+                return
+            if queries.configurations_started(engine, study_id) < sweep.n_trials:
+                return
         sweep.finished_at = utcnow()
         if succeeded:
             sweep.status = "completed"
             return
         sweep.status = "failed"
-        sweep.error = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        last = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        sweep.error = f"no trial succeeded in {failures} attempts; last error: {last}"
         log.error("sweep %s failed: %s", sweep.name, sweep.error)
 
 
@@ -337,4 +343,4 @@ def _last_error(storage: RDBStorage, name: str) -> str:
     study = optuna.load_study(study_name=name, storage=storage)
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     errors = [str(t.user_attrs["error"]) for t in failed if "error" in t.user_attrs]
-    return "every trial failed; last error: " + (errors[-1] if errors else "unknown")
+    return errors[-1] if errors else "unknown"

@@ -142,6 +142,7 @@ class Worker:
                 run.fail(f"{type(exc).__name__}: {exc}", retry=True)
             except LeaseLost:
                 log.warning("lease lost while failing %s", where)
+            settle_sweep(self.settings, self.factory, claim.sweep_id)  # a hopeless sweep ends now
         self.trials_run += 1
 
     def _train(self, run: TrialRun, config: RunConfig) -> str:
