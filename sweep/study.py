@@ -23,6 +23,8 @@ PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "none")
 
 # Optuna's heartbeat and retry APIs are marked experimental; the warning adds nothing for users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Heartbeats are renewed by the worker's lease thread, not by Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 @functools.cache
