@@ -123,6 +123,10 @@ def worker(
     workers: Annotated[
         int, typer.Option(min=1, max=256, help="CPU worker processes sharing the cores")
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="torch threads per worker [default: 1, or cores/N]"),
+    ] = None,
 ) -> None:
     """Pull trials of running sweeps from the database and train them."""
     from sweep.supervisor import NoGpuError, Supervisor, visible_gpu_ids, worker_children
@@ -131,13 +135,14 @@ def worker(
     _logging()
     settings = _settings()
     if gpus is None and workers == 1:
-        raise typer.Exit(Worker(settings, device=device, exit_when_idle=exit_when_idle).run())
+        worker_ = Worker(settings, device=device, exit_when_idle=exit_when_idle, threads=threads)
+        raise typer.Exit(worker_.run())
     try:
         gpu_ids = visible_gpu_ids(gpus) if gpus is not None else None
     except (NoGpuError, ValueError) as exc:
         _fail(str(exc))
     children = worker_children(
-        gpus=gpu_ids, workers=workers, exit_when_idle=exit_when_idle, extra_args=[]
+        gpus=gpu_ids, workers=workers, exit_when_idle=exit_when_idle, extra_args=[], threads=threads
     )
     console.print(f"starting {len(children)} workers: {', '.join(c.label for c in children)}")
     raise typer.Exit(Supervisor(children).run())
