@@ -6,7 +6,7 @@ study holds; trials are then read back through Optuna's storage as FrozenTrials.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, String, cast, column, func, select, table
+from sqlalchemy import DateTime, Engine, String, cast, column, func, select, table
 
 _studies = table("studies", column("study_id"), column("study_name"))
 _trials = table("trials", column("trial_id"), column("number"), column("study_id"), column("state"))
@@ -14,6 +14,7 @@ _values = table(
     "trial_values", column("trial_id"), column("objective"), column("value"), column("value_type")
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
+_heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
 # Optuna's state columns are enum types on PostgreSQL; compare them as text.
 _state = cast(_trials.c.state, String)
 _value_type = cast(_values.c.value_type, String)
@@ -89,3 +90,39 @@ def trial_id_by_number(engine: Engine, study: int, number: int) -> int | None:
     with engine.connect() as conn:
         found = conn.execute(query).scalar()
     return int(found) if found is not None else None
+
+
+def state_counts_by_study(engine: Engine) -> dict[str, dict[str, int]]:
+    """Trials per Optuna state for every study in the database, keyed by study (sweep) name."""
+    query = (
+        select(_studies.c.study_name, _state, func.count())
+        .join(_trials, _trials.c.study_id == _studies.c.study_id)
+        .group_by(_studies.c.study_name, _state)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for name, state, n in conn.execute(query):
+            counts.setdefault(str(name), {})[str(state)] = int(n)
+    return counts
+
+
+def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
+    """Running trials per study whose heartbeat is younger than ``grace_period`` seconds.
+
+    Compared with the database's own clock, as Optuna's reaper does, so the
+    clocks of the nodes the workers run on do not matter.
+    """
+    query = (
+        select(_studies.c.study_name, _heartbeats.c.heartbeat)
+        .join(_trials, _trials.c.study_id == _studies.c.study_id)
+        .join(_heartbeats, _heartbeats.c.trial_id == _trials.c.trial_id)
+        .where(_state == "RUNNING")
+    )
+    alive: dict[str, int] = {}
+    with engine.connect() as conn:
+        now = conn.execute(select(func.now().label("now"))).scalar_one()
+        now = now.replace(tzinfo=None)  # naive, like the heartbeat column (as Optuna compares)
+        for name, heartbeat in conn.execute(query):
+            if (now - heartbeat).total_seconds() <= grace_period:
+                alive[str(name)] = alive.get(str(name), 0) + 1
+    return alive

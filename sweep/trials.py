@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import queries
+from sweep import metrics, queries
 from sweep.config import Settings
 from sweep.db import sweep_lock, transaction
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
@@ -117,6 +118,7 @@ def claim_trial(
     Under the sweep's lock: the sweep must be queued or running, and either a
     re-queued trial is waiting or the budget has room for a new configuration.
     """
+    started = time.perf_counter()
     with transaction(factory) as session, sweep_lock(session, sweep_id):
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
@@ -144,6 +146,7 @@ def claim_trial(
         if sweep.status == "queued":
             sweep.status = "running"
             sweep.started_at = utcnow()
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
         return Claim(
             sweep_id=sweep.id,
             sweep_name=sweep.name,
@@ -197,6 +200,7 @@ class TrialRun:
         self.study = optuna.load_study(study_name=claim.sweep_name, storage=self.storage)
         self.trial = optuna.Trial(self.study, claim.trial_id)
         self.curves = Curves()
+        self._epoch_started = time.perf_counter()
 
     def _guard(self) -> None:
         # A reaped trial is FAIL; writing to it again must not overwrite its retry.
@@ -205,6 +209,9 @@ class TrialRun:
 
     def report(self, result: EpochResult) -> bool:
         """Record one epoch; True if the trial should stop (pruned or NaN)."""
+        now = time.perf_counter()
+        metrics.EPOCH_SECONDS.labels(self.claim.task).observe(now - self._epoch_started)
+        self._epoch_started = now
         self.curves.add(result)
         try:
             self.storage.set_trial_user_attr(self.claim.trial_id, "curves", self.curves.as_dict())
