@@ -149,7 +149,6 @@ def dashboard(
     delete studies. Keep it on 127.0.0.1 (the default) and reach it through an SSH
     tunnel, or put an authenticating proxy in front of it.
     """
-    import optuna_dashboard
     from sqlalchemy.exc import OperationalError
 
     from sweep.db import make_engine
@@ -168,6 +167,8 @@ def dashboard(
         _fail(f"cannot reach the database {settings.safe_database_url}: {exc.orig}")
     finally:
         engine.dispose()
+    import optuna_dashboard
+
     console.print(f"optuna-dashboard on http://{host}:{port} (store: {settings.safe_database_url})")
     console.print("it has no authentication: do not expose it beyond a trusted network")
     optuna_dashboard.run_server(storage_for(settings), host=host, port=port)
