@@ -27,7 +27,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 TERMINAL = ("completed", "cancelled", "failed")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
@@ -117,6 +117,13 @@ def worker(
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="exit once no sweep has work")
     ] = False,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="'all' or indices like 0,1: one worker process per GPU"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=256, help="CPU worker processes sharing the cores")
+    ] = 1,
     log_format: LogFormatOpt = "text",
     log_level: Annotated[LogLevel, typer.Option(help="debug adds a line per epoch")] = "info",
     metrics_port: Annotated[
@@ -126,14 +133,32 @@ def worker(
     metrics_host: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Pull trials of running sweeps from the database and train them."""
+    from sweep.supervisor import NoGpuError, Supervisor, visible_gpu_ids, worker_children
     from sweep.worker import Worker
 
     configure_logging(log_format, log_level)
-    if metrics_port is not None:
-        from sweep.metrics import serve_worker_metrics
+    settings = _settings()
+    if gpus is None and workers == 1:
+        if metrics_port is not None:
+            from sweep.metrics import serve_worker_metrics
 
-        serve_worker_metrics(metrics_port, metrics_host)
-    raise typer.Exit(Worker(_settings(), device=device, exit_when_idle=exit_when_idle).run())
+            serve_worker_metrics(metrics_port, metrics_host)
+        raise typer.Exit(Worker(settings, device=device, exit_when_idle=exit_when_idle).run())
+    try:
+        gpu_ids = visible_gpu_ids(gpus) if gpus is not None else None
+    except (NoGpuError, ValueError) as exc:
+        _fail(str(exc))
+    children = worker_children(
+        gpus=gpu_ids,
+        workers=workers,
+        exit_when_idle=exit_when_idle,
+        extra_args=["--log-format", log_format, "--log-level", log_level],
+    )
+    if metrics_port is not None:  # one port per child: PORT, PORT+1, …
+        for i, child in enumerate(children):
+            child.args += ["--metrics-port", str(metrics_port + i), "--metrics-host", metrics_host]
+    console.print(f"starting {len(children)} workers: {', '.join(c.label for c in children)}")
+    raise typer.Exit(Supervisor(children).run())
 
 
 @app.command()

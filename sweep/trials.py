@@ -10,8 +10,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -22,13 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import metrics, queries
 from sweep.config import Settings
-from sweep.db import sweep_lock, transaction
+from sweep.db import retry_on_outage, sweep_lock, transaction
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
 from sweep.space import Space
-from sweep.study import load_study, retry_callback, storage_for
+from sweep.study import load_study, make_pruner, retry_callback, storage_for
 from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
@@ -46,6 +48,7 @@ class Claim:
     epochs: int
     penalty: str
     patience: int | None
+    pruner: str
     max_attempts: int
     trial_id: int
     number: int
@@ -155,6 +158,7 @@ def claim_trial(
             epochs=sweep.epochs,
             penalty=sweep.penalty,
             patience=sweep.patience,
+            pruner=sweep.pruner,
             max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
@@ -191,16 +195,33 @@ class Heartbeat:
 
 
 class TrialRun:
-    """Reports one claimed trial's epochs to its study and finishes it."""
+    """Reports one claimed trial's epochs to its study and finishes it.
+
+    Every write waits out a short database outage (with backoff) rather than
+    failing the trial; a write to a trial a reaper has failed raises LeaseLost.
+    """
 
     def __init__(self, settings: Settings, factory: sessionmaker[Session], claim: Claim) -> None:
         self.claim = claim
         self.storage = storage_for(settings, claim.max_attempts)
         self._factory = factory
-        self.study = optuna.load_study(study_name=claim.sweep_name, storage=self.storage)
+        self._max_outage_s = float(settings.grace_period * 3)
+        pruner = make_pruner(claim.pruner, claim.epochs)
+        self.study = self._db(
+            lambda: optuna.load_study(
+                study_name=claim.sweep_name, storage=self.storage, pruner=pruner
+            ),
+            "load",
+        )
         self.trial = optuna.Trial(self.study, claim.trial_id)
         self.curves = Curves()
         self._epoch_started = time.perf_counter()
+
+    def _db(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return retry_on_outage(call, max_wait_s=self._max_outage_s, what=what)
+        except UpdateFinishedTrialError as exc:
+            raise LeaseLost(str(exc)) from exc
 
     def _guard(self) -> None:
         # A reaped trial is FAIL; writing to it again must not overwrite its retry.
@@ -213,24 +234,29 @@ class TrialRun:
         metrics.EPOCH_SECONDS.labels(self.claim.task).observe(now - self._epoch_started)
         self._epoch_started = now
         self.curves.add(result)
-        try:
+
+        def write() -> bool:
             self.storage.set_trial_user_attr(self.claim.trial_id, "curves", self.curves.as_dict())
             if not math.isfinite(result.val_loss):
                 return True
             self.trial.report(result.val_loss, result.epoch)
             return self.trial.should_prune()
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
+
+        return self._db(write, "report")
 
     def sweep_status(self) -> str:
         """The sweep's current status (a cancel stops the trial at the next epoch)."""
-        with self._factory() as session:
-            status = session.scalar(select(Sweep.status).where(Sweep.id == self.claim.sweep_id))
-        return status or "cancelled"
+
+        def read() -> str | None:
+            with self._factory() as session:
+                return session.scalar(select(Sweep.status).where(Sweep.id == self.claim.sweep_id))
+
+        return self._db(read, "status check") or "cancelled"
 
     def finish(self, *, pruned: bool = False) -> TrialState:
         """COMPLETE with the best val loss, PRUNED, or FAIL if the loss went NaN."""
-        try:
+
+        def write() -> TrialState:
             self._guard()
             if self.curves.val_loss and not math.isfinite(self.curves.val_loss[-1]):
                 self._set_error("validation loss is NaN or infinite; the model diverged")
@@ -243,40 +269,36 @@ class TrialRun:
             self.storage.set_trial_user_attr(self.claim.trial_id, "metrics", metrics)
             self.study.tell(self.trial, value)
             return TrialState.COMPLETE
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
+
+        return self._db(write, "finish")
 
     def fail(self, error: str, *, retry: bool) -> None:
         """FAIL the trial with ``error``; re-queue its params if attempts are left."""
-        try:
+
+        def write() -> None:
             self._set_error(error)
             self.study.tell(self.trial, state=TrialState.FAIL)
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
+
+        self._db(write, "fail")
         if retry:
-            retry_callback(self.claim.max_attempts)(
-                self.study, self.storage.get_trial(self.claim.trial_id)
-            )
+            frozen = self._db(lambda: self.storage.get_trial(self.claim.trial_id), "read")
+            self._db(lambda: retry_callback(self.claim.max_attempts)(self.study, frozen), "retry")
 
     def release(self) -> None:
         """Give the trial back: FAIL it and queue its params again, not counted as an attempt."""
-        try:
-            self._set_error("released by its worker (shutdown); re-queued")
-            self.study.tell(self.trial, state=TrialState.FAIL)
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
-        frozen = self.storage.get_trial(self.claim.trial_id)
-        self.study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=frozen.params,
-                distributions=frozen.distributions,
-                system_attrs={
-                    queries.RETRY_MARK: _configuration_number(frozen),
-                    "retry_history": list(frozen.system_attrs.get("retry_history", [])),
-                },
-            )
+        self._db(lambda: self._set_error("released by its worker (shutdown); re-queued"), "release")
+        self._db(lambda: self.study.tell(self.trial, state=TrialState.FAIL), "release")
+        frozen = self._db(lambda: self.storage.get_trial(self.claim.trial_id), "read")
+        requeued = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            system_attrs={
+                queries.RETRY_MARK: _configuration_number(frozen),
+                "retry_history": list(frozen.system_attrs.get("retry_history", [])),
+            },
         )
+        self._db(lambda: self.study.add_trial(requeued), "re-queue")
 
     def _set_error(self, error: str) -> None:
         self._guard()

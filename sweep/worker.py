@@ -11,10 +11,8 @@ import threading
 import time
 from types import FrameType
 
-from sqlalchemy.exc import OperationalError
-
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory
+from sweep.db import is_outage, make_engine, make_session_factory, retry_on_outage
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready
 from sweep.space import trial_params
@@ -66,7 +64,9 @@ class Worker:
             try:
                 claim = self._next_claim()
                 backoff = self.settings.poll_interval
-            except OperationalError as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 log.warning(
                     "database unavailable (%s); retrying in %.0f s", _first_line(exc), backoff
                 )
@@ -74,7 +74,9 @@ class Worker:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             if claim is None:
-                if self.exit_when_idle:
+                # Trials still running elsewhere may come back (their worker may die), so
+                # an idle worker exits only once no sweep is active at all.
+                if self.exit_when_idle and not active_sweeps(self.factory):
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
                 self.stopping.wait(self.settings.poll_interval)
@@ -89,7 +91,9 @@ class Worker:
             try:
                 check_ready(self.engine)
                 return True
-            except (SchemaNotReady, OperationalError) as exc:
+            except Exception as exc:
+                if not (isinstance(exc, SchemaNotReady) or is_outage(exc)):
+                    raise
                 if not warned:
                     log.warning("waiting for the database: %s", _first_line(exc))
                     warned = True
@@ -142,6 +146,14 @@ class Worker:
                 "lease lost, result dropped: %s (%s)", where, exc, extra={"event": "lost", **fields}
             )
         except Exception as exc:
+            if is_outage(exc):  # the reaper re-queues it once the database is back
+                log.error(
+                    "database unreachable; abandoning %s: %s",
+                    where,
+                    _first_line(exc),
+                    extra={"event": "abandon", **fields},
+                )
+                return
             log.exception(
                 "trial failed: %s", where, extra={"event": "finish", **fields, "state": "fail"}
             )
@@ -150,7 +162,11 @@ class Worker:
             except LeaseLost:
                 log.warning("lease lost while failing %s", where, extra={"event": "lost", **fields})
         self.trials_run += 1
-        settle_sweep(self.settings, self.factory, claim.sweep_id)
+        retry_on_outage(
+            lambda: settle_sweep(self.settings, self.factory, claim.sweep_id),
+            max_wait_s=self.settings.grace_period * 3,
+            what="settle",
+        )
 
     def _train(self, run: TrialRun, config: RunConfig) -> str:
         task = get_task(run.claim.task)
