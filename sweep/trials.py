@@ -121,7 +121,7 @@ def claim_trial(
     Under the sweep's lock: the sweep must be queued or running, and either a
     re-queued trial is waiting or the budget has room for a new configuration.
     """
-    started = time.perf_counter()
+    asked_at = time.perf_counter()
     with transaction(factory) as session, sweep_lock(session, sweep_id):
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
@@ -149,7 +149,7 @@ def claim_trial(
         if sweep.status == "queued":
             sweep.status = "running"
             sweep.started_at = utcnow()
-        metrics.CLAIM_SECONDS.observe(time.perf_counter() - started)
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
         return Claim(
             sweep_id=sweep.id,
             sweep_name=sweep.name,
