@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -33,10 +34,17 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+                line[key] = _strict(value)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return json.dumps(line, default=str, allow_nan=False)
+
+
+def _strict(value: Any) -> Any:
+    """NaN and infinities as strings: strict JSON parsers (jq, Elasticsearch) reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def configure_logging(log_format: LogFormat = "text", level: LogLevel = "info") -> None:
