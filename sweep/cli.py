@@ -232,7 +232,7 @@ def submit(
     name: Annotated[str, typer.Argument(help="the sweep's unique name")],
     task: Annotated[str, typer.Option(help="registered task")] = "digits-mlp",
     n_trials: Annotated[int, typer.Option(help="configurations to try")] = 40,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 60,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 120,
     sampler: Annotated[str, typer.Option(help="tpe, random, grid, qmc or gp")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median, percentile, hyperband, …, none")] = "median",
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
@@ -388,7 +388,7 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
 @app.command()
 def up(
     n_trials: Annotated[int, typer.Option(help="trials of the default sweep")] = 30,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 60,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 120,
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
 ) -> None:
     """Migrate, start the API and a worker, run a default sweep, then keep serving until Ctrl-C."""

@@ -37,16 +37,28 @@ def engine_options(url: str) -> dict[str, Any]:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
     engine = create_engine(url, **engine_options(url))
-    if is_sqlite(url):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
-            cursor.close()
-
+    tune_sqlite(engine)
     return engine
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """Give every new SQLite connection of ``engine`` WAL mode and a busy timeout.
+
+    In WAL mode ``synchronous=NORMAL`` is what SQLite recommends: a crash of the
+    process loses nothing; only a power loss can drop the last commits.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener was attached get it too
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

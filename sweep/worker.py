@@ -12,14 +12,13 @@ import time
 from types import FrameType
 
 from sweep.config import Settings
-from sweep.db import is_outage, make_engine, make_session_factory, retry_on_outage
+from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready
 from sweep.space import trial_params
 from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import (
     Claim,
-    Heartbeat,
     LeaseLost,
     TrialRun,
     active_sweeps,
@@ -45,6 +44,7 @@ class Worker:
         self.engine = make_engine(settings.database_url)
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
+        self._reaped_at: dict[int, float] = {}
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """Finish or release the current trial at the next epoch, then exit."""
@@ -102,7 +102,11 @@ class Worker:
 
     def _next_claim(self) -> Claim | None:
         for sweep in active_sweeps(self.factory):
-            reap_stale_trials(self.settings, sweep)
+            # Reaping costs a few queries; once per heartbeat interval is often enough.
+            now = time.monotonic()
+            if now - self._reaped_at.get(sweep.id, 0.0) >= self.settings.heartbeat_interval:
+                reap_stale_trials(self.settings, sweep)
+                self._reaped_at[sweep.id] = now
             claim = claim_trial(self.settings, self.factory, sweep.id, self.name)
             if claim is not None:
                 return claim
@@ -131,7 +135,7 @@ class Worker:
         )
         started = time.perf_counter()
         try:
-            with Heartbeat(run.storage, claim.trial_id, self.settings.heartbeat_interval):
+            with run:
                 outcome = self._train(run, config)
             event = "prune" if outcome == "pruned" else "finish"
             log.info(
@@ -161,12 +165,8 @@ class Worker:
                 run.fail(f"{type(exc).__name__}: {exc}", retry=True)
             except LeaseLost:
                 log.warning("lease lost while failing %s", where, extra={"event": "lost", **fields})
+            settle_sweep(self.settings, self.factory, claim.sweep_id)  # a hopeless sweep ends now
         self.trials_run += 1
-        retry_on_outage(
-            lambda: settle_sweep(self.settings, self.factory, claim.sweep_id),
-            max_wait_s=self.settings.grace_period * 3,
-            what="settle",
-        )
 
     def _train(self, run: TrialRun, config: RunConfig) -> str:
         task = get_task(run.claim.task)
@@ -194,7 +194,7 @@ class Worker:
             if self.stopping.is_set():
                 run.release()
                 return "released"
-            if run.sweep_status() == "cancelled":
+            if run.cancelled.is_set():
                 run.fail("stopped: the sweep was cancelled", retry=False)
                 return "cancelled"
         return run.finish().name.lower()

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sweep import sweeps
 from sweep.db import make_engine, make_session_factory, transaction
 from sweep.study import storage_for
-from sweep.trials import claim_trial
+from sweep.trials import TrialRun, claim_trial
 from tests.conftest import fast_settings
 from tests.e2e.conftest import Processes, free_port, wait_for
 
@@ -32,6 +32,8 @@ def test_json_logs_name_sweep_trial_and_worker_for_every_event(processes, sqlite
     # A worker that claimed trial 0 and died long ago: the real worker must reap and retry it.
     ghost = claim_trial(settings, factory, sweep_id, "ghost-worker")
     assert ghost is not None and ghost.number == 0
+    with TrialRun(settings, factory, ghost):  # it started: its lease named it as the trial's worker
+        pass
     with engine.begin() as conn:
         conn.execute(
             text("UPDATE trial_heartbeats SET heartbeat = :old WHERE trial_id = :id"),
