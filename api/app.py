@@ -11,9 +11,10 @@ from fastapi import FastAPI
 
 import sweep
 from api.errors import install_error_handlers
-from api.routes import health, sweeps, trials
+from api.routes import health, metrics, sweeps, trials
 from sweep.config import Settings
 from sweep.db import make_engine, make_session_factory
+from sweep.metrics import api_registry
 from sweep.trials import active_sweeps, reap_stale_trials, settle_sweep
 
 log = logging.getLogger("sweep.api")
@@ -71,4 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(sweeps.router)
     app.include_router(trials.router)
+    if settings.metrics:
+        app.state.metrics = api_registry(app.state.engine, settings.grace_period)
+        app.add_middleware(metrics.RequestTimer)
+        app.include_router(metrics.router)
     return app

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sweep.config import Settings
+from sweep.logs import LogFormat, LogLevel, configure_logging
 
 app = typer.Typer(
     help="Tune dropout and weight decay with Optuna, as a service.", no_args_is_help=True
@@ -30,6 +31,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 TERMINAL = ("completed", "cancelled", "failed")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+LogFormatOpt = Annotated[
+    LogFormat, typer.Option("--log-format", help="text lines, or one JSON object per line")
+]
 ApiOpt = Annotated[
     str | None, typer.Option("--api", help="API base URL [default: SWEEP_API_URL or :8000]")
 ]
@@ -45,13 +49,6 @@ def _settings() -> Settings:
         return Settings()
     except Exception as exc:  # pydantic's ValidationError: show the rule, not a traceback
         _fail(f"bad configuration: {exc}")
-
-
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class Api:
@@ -98,16 +95,20 @@ def _error_text(response: httpx.Response) -> str:
 def api(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    log_format: LogFormatOpt = "text",
 ) -> None:
-    """Serve the REST API (OpenAPI docs at /docs)."""
+    """Serve the REST API (OpenAPI docs at /docs, Prometheus metrics at /metrics)."""
     import uvicorn
 
     from api.app import create_app
 
-    _logging()
+    configure_logging(log_format)
     settings = _settings()
-    console.print(f"sweep API on http://{host}:{port} (store: {settings.safe_database_url})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    logging.getLogger("sweep.api").info(
+        "sweep API on http://%s:%d (store: %s)", host, port, settings.safe_database_url
+    )
+    # log_config=None: uvicorn's own lines go through the handler set up above.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
 
 
 @app.command()
@@ -127,14 +128,25 @@ def worker(
         int | None,
         typer.Option(min=1, max=256, help="torch threads per worker [default: 1, or cores/N]"),
     ] = None,
+    log_format: LogFormatOpt = "text",
+    log_level: Annotated[LogLevel, typer.Option(help="debug adds a line per epoch")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve this worker's claim and epoch timings for Prometheus here"),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Pull trials of running sweeps from the database and train them."""
     from sweep.supervisor import NoGpuError, Supervisor, visible_gpu_ids, worker_children
     from sweep.worker import Worker
 
-    _logging()
+    configure_logging(log_format, log_level)
     settings = _settings()
     if gpus is None and workers == 1:
+        if metrics_port is not None:
+            from sweep.metrics import serve_worker_metrics
+
+            serve_worker_metrics(metrics_port, metrics_host)
         worker_ = Worker(settings, device=device, exit_when_idle=exit_when_idle, threads=threads)
         raise typer.Exit(worker_.run())
     try:
@@ -142,10 +154,55 @@ def worker(
     except (NoGpuError, ValueError) as exc:
         _fail(str(exc))
     children = worker_children(
-        gpus=gpu_ids, workers=workers, exit_when_idle=exit_when_idle, extra_args=[], threads=threads
+        gpus=gpu_ids,
+        workers=workers,
+        exit_when_idle=exit_when_idle,
+        extra_args=["--log-format", log_format, "--log-level", log_level],
+        threads=threads,
     )
+    if metrics_port is not None:  # one port per child: PORT, PORT+1, …
+        for i, child in enumerate(children):
+            child.args += ["--metrics-port", str(metrics_port + i), "--metrics-host", metrics_host]
     console.print(f"starting {len(children)} workers: {', '.join(c.label for c in children)}")
     raise typer.Exit(Supervisor(children).run())
+
+
+@app.command()
+def dashboard(
+    host: Annotated[
+        str, typer.Option(help="address to bind; the dashboard has NO authentication")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the sweep database: every sweep is a study of the same name.
+
+    The dashboard has no authentication, and anyone who reaches it can rename or
+    delete studies. Keep it on 127.0.0.1 (the default) and reach it through an SSH
+    tunnel, or put an authenticating proxy in front of it.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from sweep.db import make_engine
+    from sweep.errors import SchemaNotReady
+    from sweep.schema import check_ready
+    from sweep.study import storage_for
+
+    configure_logging()
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        check_ready(engine)
+    except SchemaNotReady as exc:
+        _fail(exc.message)
+    except OperationalError as exc:
+        _fail(f"cannot reach the database {settings.safe_database_url}: {exc.orig}")
+    finally:
+        engine.dispose()
+    import optuna_dashboard
+
+    console.print(f"optuna-dashboard on http://{host}:{port} (store: {settings.safe_database_url})")
+    console.print("it has no authentication: do not expose it beyond a trusted network")
+    optuna_dashboard.run_server(storage_for(settings), host=host, port=port)
 
 
 # ---- database ------------------------------------------------------------------------------

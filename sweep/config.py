@@ -27,6 +27,7 @@ class Settings(BaseSettings):
         1.0, gt=0, description="seconds an idle worker waits before asking for work again"
     )
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
+    metrics: bool = Field(True, description="serve Prometheus metrics at the API's /metrics")
 
     @model_validator(mode="after")
     def _grace_outlasts_heartbeat(self) -> Settings:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from optuna.distributions import json_to_distribution
-from sqlalchemy import Engine, String, case, cast, column, func, select, table
+from sqlalchemy import DateTime, Engine, String, case, cast, column, func, select, table
 
 _studies = table("studies", column("study_id"), column("study_name"))
 _trials = table(
@@ -38,6 +38,7 @@ _values = table(
     "trial_values", column("trial_id"), column("objective"), column("value"), column("value_type")
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
+_heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
 # Optuna's state columns are enum types on PostgreSQL; compare them as text.
 _state = cast(_trials.c.state, String)
 _value_type = cast(_values.c.value_type, String)
@@ -193,3 +194,39 @@ def trial_rows(engine: Engine, trial_ids: list[int], attr_keys: tuple[str, ...])
         ):
             rows[trial_id].user_attrs[key] = json.loads(value_json)
     return [rows[i] for i in trial_ids if i in rows]
+
+
+def state_counts_by_study(engine: Engine) -> dict[str, dict[str, int]]:
+    """Trials per Optuna state for every study in the database, keyed by study (sweep) name."""
+    query = (
+        select(_studies.c.study_name, _state, func.count())
+        .join(_trials, _trials.c.study_id == _studies.c.study_id)
+        .group_by(_studies.c.study_name, _state)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for name, state, n in conn.execute(query):
+            counts.setdefault(str(name), {})[str(state)] = int(n)
+    return counts
+
+
+def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
+    """Running trials per study whose heartbeat is younger than ``grace_period`` seconds.
+
+    Compared with the database's own clock, as Optuna's reaper does, so the
+    clocks of the nodes the workers run on do not matter.
+    """
+    query = (
+        select(_studies.c.study_name, _heartbeats.c.heartbeat)
+        .join(_trials, _trials.c.study_id == _studies.c.study_id)
+        .join(_heartbeats, _heartbeats.c.trial_id == _trials.c.trial_id)
+        .where(_state == "RUNNING")
+    )
+    alive: dict[str, int] = {}
+    with engine.connect() as conn:
+        now = conn.execute(select(func.now().label("now"))).scalar_one()
+        now = now.replace(tzinfo=None)  # naive, like the heartbeat column (as Optuna compares)
+        for name, heartbeat in conn.execute(query):
+            if (now - heartbeat).total_seconds() <= grace_period:
+                alive[str(name)] = alive.get(str(name), 0) + 1
+    return alive

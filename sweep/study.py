@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from collections.abc import Callable
 
@@ -10,6 +11,7 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 
 from sweep.config import Settings
 from sweep.db import engine_options, tune_sqlite
@@ -17,6 +19,7 @@ from sweep.models import Sweep
 from sweep.space import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger("sweep.trials")
 
 SAMPLERS = ("tpe", "random", "grid", "qmc", "gp")
 PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "none")
@@ -36,15 +39,67 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int, max_attempts:
         skip_compatibility_check=True,  # readiness is checked by sweep.schema.check_ready
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
-        heartbeat_stale_trial_callback=retry_callback(max_attempts),
+        heartbeat_stale_trial_callback=ReapCallback(max_attempts),
     )
     tune_sqlite(storage.engine)
     return storage
 
 
-def retry_callback(max_attempts: int) -> RetryHeartbeatStaleTrialCallback:
+class RetryCallback:
+    """Re-queue a failed trial's params while it has attempts left, and log the outcome."""
+
+    def __init__(self, max_attempts: int) -> None:
+        self._max_attempts = max_attempts
+        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_attempts - 1)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._retry(study, trial)
+        attempt = len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) + 1
+        fields = _event_fields(study, trial)
+        if attempt < self._max_attempts:
+            log.info(
+                "retry sweep=%s trial=%d: attempt %d of %d queued",
+                study.study_name,
+                trial.number,
+                attempt + 1,
+                self._max_attempts,
+                extra={"event": "retry", **fields, "attempt": attempt + 1},
+            )
+        else:
+            log.warning(
+                "retry sweep=%s trial=%d: no attempts left (%d used)",
+                study.study_name,
+                trial.number,
+                attempt,
+                extra={"event": "retry", **fields, "attempt": None},
+            )
+
+
+class ReapCallback(RetryCallback):
+    """Logs a trial failed for a stale heartbeat (its worker died or hung), then retries it."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        log.warning(
+            "reap sweep=%s trial=%d worker=%s: no heartbeat within the grace period",
+            study.study_name,
+            trial.number,
+            trial.user_attrs.get("worker"),
+            extra={"event": "reap", **_event_fields(study, trial)},
+        )
+        super().__call__(study, trial)
+
+
+def _event_fields(study: optuna.Study, trial: FrozenTrial) -> dict[str, object]:
+    return {
+        "sweep": study.study_name,
+        "trial": trial.number,
+        "worker": trial.user_attrs.get("worker"),
+    }
+
+
+def retry_callback(max_attempts: int) -> RetryCallback:
     """Re-queue a failed trial's params while it has attempts left."""
-    return RetryHeartbeatStaleTrialCallback(max_retry=max_attempts - 1)
+    return RetryCallback(max_attempts)
 
 
 def storage_for(settings: Settings, max_attempts: int = 3) -> RDBStorage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import queries
+from sweep import metrics, queries
 from sweep.config import Settings
 from sweep.db import retry_on_outage, sweep_lock, transaction
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
@@ -124,6 +125,7 @@ def claim_trial(
     Under the sweep's lock: the sweep must be queued or running, and either a
     re-queued trial is waiting or the budget has room for a new configuration.
     """
+    asked_at = time.perf_counter()
     with transaction(factory) as session, sweep_lock(session, sweep_id):
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
@@ -150,6 +152,7 @@ def claim_trial(
         if sweep.status == "queued":
             sweep.status = "running"
             sweep.started_at = utcnow()
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
         return Claim(
             sweep_id=sweep.id,
             sweep_name=sweep.name,
@@ -193,6 +196,7 @@ class TrialRun:
             lambda: optuna.Study(claim.sweep_name, storage=self.storage, pruner=pruner), "load"
         )
         self.trial = optuna.Trial(self.study, claim.trial_id)
+        self._epoch_started = time.perf_counter()
 
     def _db(self, call: Callable[[], T], what: str) -> T:
         try:
@@ -250,6 +254,9 @@ class TrialRun:
 
     def report(self, result: EpochResult) -> bool:
         """Record one epoch; True if the trial should stop (pruned or NaN)."""
+        now = time.perf_counter()
+        metrics.EPOCH_SECONDS.labels(self.claim.task).observe(now - self._epoch_started)
+        self._epoch_started = now
         self.curves.add(result)
         if not math.isfinite(result.val_loss):
             return True

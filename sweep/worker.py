@@ -124,7 +124,14 @@ class Worker:
 
     def _run_trial(self, claim: Claim) -> None:
         where = f"sweep={claim.sweep_name} trial={claim.number} attempt={claim.attempt}"
-        log.info("claim %s params=%s worker=%s", where, claim.params, self.name)
+        fields = {"sweep": claim.sweep_name, "trial": claim.number, "worker": self.name}
+        log.info(
+            "claim %s params=%s worker=%s",
+            where,
+            claim.params,
+            self.name,
+            extra={"event": "claim", **fields, "attempt": claim.attempt, "params": claim.params},
+        )
         run = TrialRun(self.settings, self.factory, claim)
         config = RunConfig(
             params=trial_params(claim.params),
@@ -139,25 +146,58 @@ class Worker:
         try:
             with run:
                 outcome = self._train(run, config)
-            log.info("%s %s in %.2f s", outcome, where, time.perf_counter() - started)
+            event = "prune" if outcome == "pruned" else "finish"
+            log.info(
+                "%s %s in %.2f s",
+                outcome,
+                where,
+                time.perf_counter() - started,
+                extra={"event": event, **fields, "state": outcome},
+            )
         except LeaseLost as exc:
-            log.warning("lease lost, result dropped: %s (%s)", where, exc)
+            log.warning(
+                "lease lost, result dropped: %s (%s)", where, exc, extra={"event": "lost", **fields}
+            )
         except Exception as exc:
             if is_outage(exc):  # the reaper re-queues it once the database is back
-                log.error("database unreachable; abandoning %s: %s", where, _first_line(exc))
+                log.error(
+                    "database unreachable; abandoning %s: %s",
+                    where,
+                    _first_line(exc),
+                    extra={"event": "abandon", **fields},
+                )
                 return
-            log.exception("trial failed: %s", where)
+            log.exception(
+                "trial failed: %s", where, extra={"event": "finish", **fields, "state": "fail"}
+            )
             try:
                 run.fail(f"{type(exc).__name__}: {exc}", retry=True)
             except LeaseLost:
-                log.warning("lease lost while failing %s", where)
+                log.warning("lease lost while failing %s", where, extra={"event": "lost", **fields})
             settle_sweep(self.settings, self.factory, claim.sweep_id)  # a hopeless sweep ends now
         self.trials_run += 1
 
     def _train(self, run: TrialRun, config: RunConfig) -> str:
         task = get_task(run.claim.task)
         for result in task.run(config):
-            if run.report(result):
+            stop = run.report(result)
+            log.debug(
+                "report sweep=%s trial=%d epoch=%d val_loss=%.6g",
+                run.claim.sweep_name,
+                run.claim.number,
+                result.epoch,
+                result.val_loss,
+                extra={
+                    "event": "report",
+                    "sweep": run.claim.sweep_name,
+                    "trial": run.claim.number,
+                    "worker": self.name,
+                    "epoch": result.epoch,
+                    "val_loss": result.val_loss,
+                    "train_loss": result.train_loss,
+                },
+            )
+            if stop:
                 pruned = math.isfinite(result.val_loss)
                 return run.finish(pruned=pruned).name.lower()
             if self.stopping.is_set():
