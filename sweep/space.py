@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sweep.training.tasks import TrialParams
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a string or a boolean where a number belongs is a mistake, not something to coerce.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 DROPOUT_PARAMS = ("dropout", "dropout_1", "dropout_2")
 
 
@@ -21,7 +22,7 @@ class FloatRange(BaseModel):
 
     low: FiniteFloat
     high: FiniteFloat
-    log: bool = False
+    log: bool = Field(False, strict=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

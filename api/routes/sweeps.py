@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from api.deps import EngineDep, SessionDep, StorageDep
+from api.deps import EngineDep, SessionDep, StorageDep, authorize
 from api.schemas import ErrorOut, SweepCreate, SweepOut, SweepPage, TrialOut
 from sweep import results, sweeps
 from sweep.models import SWEEP_STATUSES
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
 
 SweepName = Annotated[str, Path(pattern=sweeps.NAME_PATTERN)]
 StatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
