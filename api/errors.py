@@ -78,10 +78,6 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = [{"loc": ["body"], "msg": f"the body is not valid JSON ({reason})",
                        "type": "json_invalid"}]  # fmt: skip
             return JSONResponse({"detail": detail}, status_code=422)
-        if exc.status_code == 413:
-            limit = app.state.settings.max_body_bytes
-            message = f"the request body is larger than {limit} bytes; send a smaller one"
-            return JSONResponse({"detail": message}, status_code=413)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)

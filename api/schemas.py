@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sweep.errors import InvalidToken
 from sweep.models import utcnow
 from sweep.results import TrialResult
 from sweep.sweeps import SweepProgress, SweepSpec
-from sweep.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo
+from sweep.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
 
 
 class SweepCreate(SweepSpec):
@@ -180,6 +181,16 @@ class TokenCreate(BaseModel):
     expires_in: str | None = Field(
         None, max_length=16, description="lifetime such as 30d, 12h, 90m, 2w; none: no expiry"
     )
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except InvalidToken as exc:
+                raise ValueError(exc.message) from None
+        return value
 
 
 class TokenOut(BaseModel):

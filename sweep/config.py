@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -77,3 +78,13 @@ class Settings(BaseSettings):
     def safe_database_url(self) -> str:
         """The database URL with any password masked, for printing."""
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
