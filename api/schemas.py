@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sweep.errors import InvalidToken
+from sweep.models import utcnow
 from sweep.results import TrialResult
 from sweep.sweeps import SweepProgress, SweepSpec
+from sweep.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
 
 
 class SweepCreate(SweepSpec):
@@ -163,3 +166,60 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class TokenCreate(BaseModel):
+    """Body of POST /v1/tokens."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"role": "user", "name": "ci", "expires_in": "30d"}]},
+    )
+
+    role: Role = Field(description="reader: GET only; user: also sweeps; admin: also tokens")
+    name: str = Field("", pattern=TOKEN_NAME_PATTERN, description="a label to recognise it by")
+    expires_in: str | None = Field(
+        None, max_length=16, description="lifetime such as 30d, 12h, 90m, 2w; none: no expiry"
+    )
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except InvalidToken as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+
+class TokenOut(BaseModel):
+    """A token without its secret."""
+
+    id: int
+    name: str
+    role: str
+    active: bool = Field(description="neither revoked nor expired")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def from_info(cls, info: TokenInfo) -> TokenOut:
+        return cls(
+            id=info.id,
+            name=info.name,
+            role=info.role,
+            active=info.active(utcnow()),
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            revoked_at=info.revoked_at,
+            last_used_at=info.last_used_at,
+        )
+
+
+class TokenCreated(TokenOut):
+    """A new token with its secret: shown this once, stored only as a hash."""
+
+    token: str = Field(description="the secret; send it as `Authorization: Bearer <token>`")

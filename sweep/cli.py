@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -15,8 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweep.config import Settings
+from sweep.config import Settings, is_loopback
 from sweep.logs import LogFormat, LogLevel, configure_logging
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sweep.tokens import TokenInfo
 
 app = typer.Typer(
     help="Tune dropout and weight decay with Optuna, as a service.", no_args_is_help=True
@@ -25,6 +30,10 @@ db_app = typer.Typer(
     help="The database schema (service tables and Optuna's).", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(
+    help="API tokens (talks to the database directly, like `sweep db`).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -54,15 +63,20 @@ def _settings() -> Settings:
 class Api:
     """A small client of the sweep API for the CLI commands."""
 
-    def __init__(self, base_url: str | None) -> None:
-        self.base_url = (base_url or _settings().api_url).rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=30)
+    def __init__(self, base_url: str | None, token: str | None = None) -> None:
+        settings = _settings()
+        self.base_url = (base_url or settings.api_url).rstrip("/")
+        token = token or (settings.token.get_secret_value() if settings.token else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             _fail(f"cannot reach the API at {self.base_url} ({exc}); is `sweep api` running?")
+        if response.status_code == 401:
+            _fail(f"401: {_error_text(response)} (the CLI sends the token in SWEEP_TOKEN)")
         if response.status_code >= 400:
             _fail(f"{response.status_code}: {_error_text(response)}")
         return response.json()
@@ -104,9 +118,19 @@ def api(
 
     configure_logging(log_format)
     settings = _settings()
+    if not settings.auth and not is_loopback(host):
+        _fail(
+            f"refusing to serve on {host} with authentication off (SWEEP_AUTH=false): anyone "
+            "on the network could queue work. Turn auth on (unset SWEEP_AUTH) and use "
+            "`sweep token create`, or bind to 127.0.0.1."
+        )
     logging.getLogger("sweep.api").info(
         "sweep API on http://%s:%d (store: %s)", host, port, settings.safe_database_url
     )
+    if settings.auth:
+        console.print("auth on: send `Authorization: Bearer <token>` (`sweep token create`)")
+    else:
+        console.print("[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): serving on this machine only")
     # log_config=None: uvicorn's own lines go through the handler set up above.
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
 
@@ -228,6 +252,109 @@ def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
 
     downgrade(make_engine(_settings().database_url), revision)
     console.print(f"service tables at {revision}")
+
+
+# ---- API tokens ----------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="reader (GET only), user (also sweeps), admin")],
+    expires: Annotated[
+        str | None, typer.Option(help="lifetime such as 30d, 12h, 2w [default: none]")
+    ] = None,
+    name: Annotated[str, typer.Option(help="a label to recognise the token by")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a token; its secret is printed once, alone on stdout (for $(…) in scripts)."""
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
+    from sweep.errors import SweepError
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        lifetime = tokens.parse_duration(expires) if expires else None
+        with transaction(make_session_factory(engine)) as session:
+            issued = tokens.create_token(session, role, name=name, expires_in=lifetime)
+    except SweepError as exc:
+        _fail(exc.message)
+    info = issued.info
+    if as_json:
+        typer.echo(json.dumps({**_token_row(info), "token": issued.secret}))
+        return
+    typer.echo(issued.secret)  # plain, unwrapped: the only line on stdout
+    until = f"expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else "no expiry"
+    err_console.print(
+        f"token {info.id} ({info.role}, {until}); shown only now, stored as a hash: keep it safe"
+    )
+
+
+@token_app.command("ls")
+def token_ls(as_json: JsonOpt = False) -> None:
+    """List tokens (never their secrets)."""
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
+
+    with transaction(make_session_factory(make_engine(_settings().database_url))) as session:
+        rows = [_token_row(info) for info in tokens.list_tokens(session)]
+    if as_json:
+        console.print_json(data=rows)
+        return
+    table = Table("id", "name", "role", "state", "created", "expires", "last used")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["name"],
+            row["role"],
+            row["state"],
+            *((row[k] or "-")[:16] for k in ("created_at", "expires_at", "last_used_at")),
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="the id from `sweep token ls`")],
+) -> None:
+    """Revoke a token: the API answers 401 to it from now on."""
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
+    from sweep.errors import SweepError
+
+    try:
+        factory = make_session_factory(make_engine(_settings().database_url))
+        with transaction(factory) as session:
+            info = tokens.revoke_token(session, token_id)
+    except SweepError as exc:
+        _fail(exc.message)
+    console.print(f"token {info.id} ({info.role}) revoked")
+
+
+def _token_row(info: TokenInfo) -> dict[str, Any]:
+    from sweep.models import utcnow
+
+    now = utcnow()
+    if info.revoked_at is not None:
+        state = "revoked"
+    elif not info.active(now):
+        state = "expired"
+    else:
+        state = "active"
+
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat(timespec="seconds") if moment is not None else None
+
+    return {
+        "id": info.id,
+        "name": info.name,
+        "role": info.role,
+        "state": state,
+        "created_at": iso(info.created_at),
+        "expires_at": iso(info.expires_at),
+        "revoked_at": iso(info.revoked_at),
+        "last_used_at": iso(info.last_used_at),
+    }
 
 
 # ---- talking to the API --------------------------------------------------------------------
@@ -402,12 +529,28 @@ def up(
     import subprocess
     from datetime import datetime
 
-    from sweep.db import make_engine
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
     from sweep.schema import upgrade
 
     settings = _settings()
-    upgrade(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
     console.print(f"store: {settings.safe_database_url} (migrated)")
+    factory = make_session_factory(engine)
+    issued = None
+    if settings.auth:
+        with transaction(factory) as session:
+            issued = tokens.create_token(session, "user", name="sweep-up")
+        console.print(
+            "API token for this session (role user; revoked when `sweep up` stops), "
+            "for the CLI in another terminal:"
+        )
+        console.print(f"  export SWEEP_TOKEN={issued.secret}", soft_wrap=True, highlight=False)
+    else:
+        console.print(
+            "[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): the API listens on 127.0.0.1 only"
+        )
     logs = Path(".sweep")
     logs.mkdir(exist_ok=True)
     base = [sys.executable, "-m", "sweep"]
@@ -426,7 +569,7 @@ def up(
         raise typer.Exit(0)
 
     signal.signal(signal.SIGTERM, stop_children)
-    client = Api(f"http://127.0.0.1:{port}")
+    client = Api(f"http://127.0.0.1:{port}", token=issued.secret if issued else None)
     try:
         _wait_ready(client, children)
         name = "digits-" + datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -454,6 +597,10 @@ def up(
         _fail("a child process exited; see .sweep/*.log")
     except KeyboardInterrupt:
         stop_children()
+    finally:
+        if issued is not None:
+            with transaction(factory) as session:
+                tokens.revoke_token(session, issued.info.id)
 
 
 def _wait_ready(client: Api, children: list[Any]) -> None:

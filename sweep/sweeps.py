@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -43,17 +45,19 @@ class SweepSpec(BaseModel):
     description: str = Field("", max_length=2000)
     task: str = Field(DEFAULT_TASK, description="a registered task; see `sweep tasks`")
     task_options: dict[str, Any] = Field(default_factory=dict)
-    n_trials: int = Field(40, ge=1, le=10000, description="configurations to try")
-    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10000, description="epochs per trial")
+    n_trials: int = Field(40, ge=1, le=10000, strict=True, description="configurations to try")
+    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10000, strict=True, description="epochs per trial")
     space: Space = Field(default_factory=Space)
     sampler: SamplerName = "tpe"
     pruner: PrunerName = "median"
     penalty: Literal["l2", "decoupled"] = Field(
         "l2", description="l2: coupled, Adam(weight_decay=λ); decoupled: AdamW"
     )
-    patience: int | None = Field(None, ge=1, le=10000, description="early-stopping patience")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    max_attempts: int = Field(3, ge=1, le=20, description="attempts per configuration")
+    patience: int | None = Field(
+        None, ge=1, le=10000, strict=True, description="early-stopping patience"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
+    max_attempts: int = Field(3, ge=1, le=20, strict=True, description="attempts per configuration")
 
     @field_validator("task")
     @classmethod
@@ -61,6 +65,15 @@ class SweepSpec(BaseModel):
         if task not in task_names():
             raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
         return task
+
+    @field_validator("task_options")
+    @classmethod
+    def _finite_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # JSON has no NaN or Infinity; an option holding one could not even be stored.
+        for key, value in _walk(options):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"task_options.{key} must be a finite number, not {value}")
+        return options
 
     @model_validator(mode="after")
     def _task_options_and_grid(self) -> SweepSpec:
@@ -71,6 +84,18 @@ class SweepSpec(BaseModel):
         if self.sampler == "grid" and self.space.grid() is None:
             raise ValueError("sampler 'grid' needs every parameter in space given as choices")
         return self
+
+
+def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (dotted path, leaf value) in nested dicts and lists."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+    else:
+        yield path, value
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from api.deps import EngineDep, SessionDep, StorageDep
+from api.deps import EngineDep, SessionDep, StorageDep, authorize
 from api.schemas import ErrorOut, SweepCreate, SweepOut, SweepPage, TrialOut
 from sweep import results, sweeps
 from sweep.models import SWEEP_STATUSES
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
 
 SweepName = Annotated[str, Path(pattern=sweeps.NAME_PATTERN)]
 StatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
@@ -19,7 +19,32 @@ assert set(get_args(StatusName)) == set(SWEEP_STATUSES)
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 
 
-@router.post("", status_code=201, response_model=SweepOut, responses={409: {"model": ErrorOut}})
+def _link(path: str, method: str) -> dict[str, Any]:
+    # An OpenAPI link: the created sweep's name feeds the routes under /v1/sweeps/{name}.
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "parameters": {"name": "$response.body#/name"},
+    }
+
+
+CREATED_LINKS = {
+    "GetSweep": _link("/v1/sweeps/{name}", "get"),
+    "Best": _link("/v1/sweeps/{name}/best", "get"),
+    "Top": _link("/v1/sweeps/{name}/top", "get"),
+    "Trials": _link("/v1/sweeps/{name}/trials", "get"),
+    "Pause": _link("/v1/sweeps/{name}/pause", "post"),
+    "Resume": _link("/v1/sweeps/{name}/resume", "post"),
+    "Cancel": _link("/v1/sweeps/{name}/cancel", "post"),
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SweepOut,
+    responses={201: {"links": CREATED_LINKS}, 409: {"model": ErrorOut}},
+)
 def create_sweep(
     body: SweepCreate, session: SessionDep, engine: EngineDep, storage: StorageDep
 ) -> SweepOut:
