@@ -307,7 +307,8 @@ def submit(
     sampler_options: Annotated[
         dict[str, Any] | None,
         typer.Option(
-            help="JSON, e.g. '{\"n_startup_trials\": 5}'",
+            metavar="JSON",
+            help="e.g. '{\"n_startup_trials\": 5}'",
             parser=_json_object("--sampler-options"),
         ),
     ] = None,
@@ -317,7 +318,9 @@ def submit(
     pruner_options: Annotated[
         dict[str, Any] | None,
         typer.Option(
-            help="JSON, e.g. '{\"n_warmup_steps\": 30}'", parser=_json_object("--pruner-options")
+            metavar="JSON",
+            help="e.g. '{\"n_warmup_steps\": 30}'",
+            parser=_json_object("--pruner-options"),
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
