@@ -53,7 +53,9 @@ class SweepOut(BaseModel):
     epochs: int
     space: dict[str, Any]
     sampler: str
+    sampler_options: dict[str, Any]
     pruner: str
+    pruner_options: dict[str, Any]
     penalty: str
     patience: int | None
     seed: int
@@ -78,7 +80,9 @@ class SweepOut(BaseModel):
             epochs=s.epochs,
             space=s.space,
             sampler=s.sampler,
+            sampler_options=s.sampler_options,
             pruner=s.pruner,
+            pruner_options=s.pruner_options,
             penalty=s.penalty,
             patience=s.patience,
             seed=s.seed,
@@ -108,6 +112,9 @@ class TrialOut(BaseModel):
     attempt: int
     worker: str | None
     error: str | None
+    reused_from: int | None = Field(
+        description="the trial with the same params whose result this one repeats, untrained"
+    )
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -123,6 +130,7 @@ class TrialOut(BaseModel):
             attempt=r.attempt,
             worker=r.worker,
             error=r.error,
+            reused_from=r.reused_from,
             started_at=r.started_at,
             finished_at=r.finished_at,
         )
@@ -157,6 +165,13 @@ def _finite(values: list[float]) -> list[float | None]:
 class TrialPage(BaseModel):
     items: list[TrialOut]
     next_cursor: str | None
+
+
+class ImportanceOut(BaseModel):
+    """How much each parameter matters to the validation loss (fANOVA), largest first."""
+
+    importances: dict[str, float] = Field(description="parameter -> share, summing to 1")
+    trials: int = Field(description="completed trials they were computed from")
 
 
 class Health(BaseModel):

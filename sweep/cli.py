@@ -6,13 +6,23 @@ import json
 import logging
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from sweep.config import Settings, is_loopback
@@ -23,8 +33,31 @@ if TYPE_CHECKING:
 
     from sweep.tokens import TokenInfo
 
-app = typer.Typer(
-    help="Tune dropout and weight decay with Optuna, as a service.", no_args_is_help=True
+
+class SweepApp(typer.Typer):
+    """Exit codes: 0 ok, 1 error (one line on stderr; the traceback with --debug), 2 usage."""
+
+    debug = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if self.debug:
+                raise
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            err_console.print(
+                f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first_line)} "
+                "(run with --debug for the traceback)",
+                highlight=False,
+            )
+            sys.exit(1)
+
+
+app = SweepApp(
+    help="Tune dropout and weight decay with Optuna, as a service.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold the database password
 )
 db_app = typer.Typer(
     help="The database schema (service tables and Optuna's).", no_args_is_help=True
@@ -48,8 +81,20 @@ ApiOpt = Annotated[
 ]
 
 
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an unexpected error")
+    ] = False,
+) -> None:
+    """Tune dropout and weight decay with Optuna, as a service."""
+    SweepApp.debug = debug
+
+
 def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    if SweepApp.debug and sys.exc_info()[1] is not None:
+        traceback.print_exc()
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -360,31 +405,78 @@ def _token_row(info: TokenInfo) -> dict[str, Any]:
 # ---- talking to the API --------------------------------------------------------------------
 
 
+def _json_object(option: str) -> Callable[[str | None], dict[str, Any] | None]:
+    """A parser of a JSON object given to ``option``; anything else is a usage error."""
+
+    def parse(text: str | None) -> dict[str, Any] | None:
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+        if not isinstance(value, dict):
+            raise typer.BadParameter("give a JSON object, e.g. '{\"key\": 1}'", param_hint=option)
+        return value
+
+    return parse
+
+
 @app.command()
 def submit(
     name: Annotated[str, typer.Argument(help="the sweep's unique name")],
     task: Annotated[str, typer.Option(help="registered task")] = "digits-mlp",
-    n_trials: Annotated[int, typer.Option(help="configurations to try")] = 40,
+    n_trials: Annotated[
+        int | None, typer.Option(help="configurations to try [default: 40; grid: its size]")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="epochs per trial")] = 120,
-    sampler: Annotated[str, typer.Option(help="tpe, random, grid, qmc or gp")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median, percentile, hyperband, …, none")] = "median",
+    sampler: Annotated[str, typer.Option(help="tpe, random, grid, qmc, gp or cmaes")] = "tpe",
+    sampler_options: Annotated[
+        dict[str, Any] | None,
+        typer.Option(
+            metavar="JSON",
+            help="e.g. '{\"n_startup_trials\": 5}'",
+            parser=_json_object("--sampler-options"),
+        ),
+    ] = None,
+    pruner: Annotated[
+        str, typer.Option(help="median, percentile, hyperband, successive-halving or none")
+    ] = "median",
+    pruner_options: Annotated[
+        dict[str, Any] | None,
+        typer.Option(
+            metavar="JSON",
+            help="e.g. '{\"n_warmup_steps\": 30}'",
+            parser=_json_object("--pruner-options"),
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
     spec: Annotated[
-        Path | None, typer.Option(help="JSON file with more fields of the create body")
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="JSON file with more fields of the create body"
+        ),
     ] = None,
     api_url: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a sweep through the API."""
-    body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
+    body: dict[str, Any] = {}
+    if spec is not None:
+        body = _json_object("--spec")(spec.read_text()) or {}
+    given = {
+        "n_trials": n_trials,
+        "sampler_options": sampler_options,
+        "pruner_options": pruner_options,
+    }
     body.update(
         name=name,
         task=task,
-        n_trials=n_trials,
         epochs=epochs,
         sampler=sampler,
         pruner=pruner,
         seed=seed,
+        **{key: value for key, value in given.items() if value is not None},
     )
     created = Api(api_url).request("POST", "/v1/sweeps", json=body)
     if as_json:
@@ -428,6 +520,8 @@ def show(name: str, api_url: ApiOpt = None, as_json: JsonOpt = False) -> None:
     table = Table(show_header=False)
     for key in ("name", "status", "task", "n_trials", "epochs", "sampler", "pruner", "penalty"):
         table.add_row(key, str(s[key]))
+    for key in ("sampler_options", "pruner_options"):
+        table.add_row(key, ", ".join(f"{k}={v}" for k, v in s.get(key, {}).items()) or "-")
     table.add_row("done", f"{_done(s)} / {s['n_trials']}")
     table.add_row("trials", ", ".join(f"{k}={v}" for k, v in sorted(s["trials"].items())) or "-")
     if s["error"]:
@@ -468,6 +562,19 @@ def _trials_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+@app.command()
+def importance(name: str, api_url: ApiOpt = None, as_json: JsonOpt = False) -> None:
+    """How much dropout and weight decay each matter to the validation loss (fANOVA)."""
+    found = Api(api_url).request("GET", f"/v1/sweeps/{name}/importance")
+    if as_json:
+        console.print_json(data=found)
+        return
+    table = Table("parameter", "importance", "", title=f"from {found['trials']} completed trials")
+    for param, share in found["importances"].items():
+        table.add_row(param, f"{share:.3f}", "█" * round(share * 40))
+    console.print(table)
+
+
 def _done(s: dict[str, Any]) -> int:
     running = s["trials"].get("RUNNING", 0) + s["trials"].get("WAITING", 0)
     return int(s["configurations_started"]) - int(running)
@@ -479,17 +586,24 @@ def watch(
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
     api_url: ApiOpt = None,
 ) -> None:
-    """Show a live progress bar until the sweep ends, then the best configuration."""
-    watch_sweep(Api(api_url), name, interval)
+    """Show a live progress bar until the sweep ends, then the best configuration.
+
+    Exits 0 when the sweep completed, 1 when it failed or was cancelled.
+    """
+    s = watch_sweep(Api(api_url), name, interval)
+    if s["status"] == "cancelled":
+        _fail(f"sweep {name} was cancelled")
 
 
 def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]:
-    """Poll the sweep, drawing trials done / budget and the best value so far."""
+    """Poll the sweep, drawing trials done / budget, time left and the best value so far."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[best]}"),
         console=console,
     ) as progress:

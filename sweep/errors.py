@@ -34,6 +34,10 @@ class NoResultYet(SweepError):
     """No trial of this sweep has completed yet; try again when one has."""
 
 
+class NotEnoughTrials(SweepError):
+    """Too few trials of this sweep have completed for that answer; try again later."""
+
+
 class SchemaNotReady(SweepError):
     """The database schema is missing or behind; run `sweep db upgrade`."""
 

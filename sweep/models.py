@@ -39,12 +39,21 @@ class Sweep(Base):
     patience: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seed: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # {"sampler": {...}, "pruner": {...}}: the options of the named sampler and pruner
+    search_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
+    @property
+    def sampler_options(self) -> dict[str, Any]:
+        return dict(self.search_options.get("sampler", {}))
+
+    @property
+    def pruner_options(self) -> dict[str, Any]:
+        return dict(self.search_options.get("pruner", {}))
 
 TOKEN_ROLES = ("reader", "user", "admin")
 

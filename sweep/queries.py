@@ -12,7 +12,18 @@ from datetime import datetime
 from typing import Any
 
 from optuna.distributions import json_to_distribution
-from sqlalchemy import DateTime, Engine, Enum, case, column, func, select, table
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Enum,
+    and_,
+    case,
+    column,
+    func,
+    or_,
+    select,
+    table,
+)
 
 TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
 _studies = table("studies", column("study_id"), column("study_name"))
@@ -99,6 +110,35 @@ def budget_counts(engine: Engine, study: int) -> tuple[int, int, int]:
     with engine.connect() as conn:
         waiting, started, total = conn.execute(query).one()
     return int(waiting), int(started), int(total)
+
+
+def complete_trial_with_params(
+    engine: Engine, study: int, params: dict[str, float]
+) -> tuple[int, int] | None:
+    """(id, number) of the first COMPLETE trial whose params are exactly ``params``.
+
+    ``params`` are Optuna's internal values (a choice's index), as stored.
+    """
+    if not params:
+        return None
+    same = or_(
+        *(
+            and_(_params.c.param_name == name, _params.c.param_value == value)
+            for name, value in params.items()
+        )
+    )
+    query = (
+        select(_trials.c.trial_id, _trials.c.number)
+        .join(_params, _params.c.trial_id == _trials.c.trial_id)
+        .where(_trials.c.study_id == study, _state == "COMPLETE", same)
+        .group_by(_trials.c.trial_id, _trials.c.number)
+        .having(func.count() == len(params))
+        .order_by(_trials.c.number.asc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).first()
+    return (int(found[0]), int(found[1])) if found is not None else None
 
 
 def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:

@@ -9,11 +9,18 @@ from typing import Any, Literal, get_args
 
 import optuna
 from optuna.storages import RDBStorage
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from sweep import queries
+from sweep import queries, search
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
 from sweep.models import Sweep, utcnow
 from sweep.space import Space
@@ -23,8 +30,9 @@ from sweep.training.tasks import TaskOptionsError, UnknownTaskError, get_task, t
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 DEFAULT_TASK = "digits-mlp"
 DEFAULT_EPOCHS = 120
+MAX_TRIALS = 10000
 
-SamplerName = Literal["tpe", "random", "grid", "qmc", "gp"]
+SamplerName = Literal["tpe", "random", "grid", "qmc", "gp", "cmaes"]
 PrunerName = Literal["median", "percentile", "hyperband", "successive-halving", "none"]
 assert set(get_args(SamplerName)) == set(SAMPLERS) and set(get_args(PrunerName)) == set(PRUNERS)
 
@@ -45,11 +53,27 @@ class SweepSpec(BaseModel):
     description: str = Field("", max_length=2000)
     task: str = Field(DEFAULT_TASK, description="a registered task; see `sweep tasks`")
     task_options: dict[str, Any] = Field(default_factory=dict)
-    n_trials: int = Field(40, ge=1, le=10000, strict=True, description="configurations to try")
+    n_trials: int = Field(
+        40,
+        ge=1,
+        le=MAX_TRIALS,
+        strict=True,
+        description="configurations to try [grid: the grid's size]",
+    )
     epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10000, strict=True, description="epochs per trial")
     space: Space = Field(default_factory=Space)
     sampler: SamplerName = "tpe"
+    sampler_options: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,  # stored with its defaults filled in
+        description="options of the sampler, e.g. n_startup_trials",
+    )
     pruner: PrunerName = "median"
+    pruner_options: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="options of the pruner, e.g. n_warmup_steps",
+    )
     penalty: Literal["l2", "decoupled"] = Field(
         "l2", description="l2: coupled, Adam(weight_decay=λ); decoupled: AdamW"
     )
@@ -75,15 +99,47 @@ class SweepSpec(BaseModel):
                 raise ValueError(f"task_options.{key} must be a finite number, not {value}")
         return options
 
+    @field_validator("sampler_options")
+    @classmethod
+    def _sampler_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "sampler" not in info.data:  # the sampler itself was refused
+            return options
+        return search.sampler_options(info.data["sampler"], options).model_dump()
+
+    @field_validator("pruner_options")
+    @classmethod
+    def _pruner_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "pruner" not in info.data or "epochs" not in info.data:
+            return options
+        return search.pruner_options(info.data["pruner"], options, info.data["epochs"]).model_dump()
+
     @model_validator(mode="after")
     def _task_options_and_grid(self) -> SweepSpec:
         try:
             get_task(self.task).check_options(self.task_options)
         except (TaskOptionsError, UnknownTaskError) as exc:
             raise ValueError(f"task_options: {exc}") from exc
-        if self.sampler == "grid" and self.space.grid() is None:
-            raise ValueError("sampler 'grid' needs every parameter in space given as choices")
+        if self.sampler == "grid":
+            self._fit_budget_to_grid()
         return self
+
+    def _fit_budget_to_grid(self) -> None:
+        grid = self.space.grid()
+        if grid is None:
+            raise ValueError("sampler 'grid' needs every parameter in space given as choices")
+        size = math.prod(len(values) for values in grid.values())
+        if "n_trials" not in self.model_fields_set:
+            if size > MAX_TRIALS:
+                raise ValueError(
+                    f"the grid has {size} configurations, more than a sweep may try "
+                    f"({MAX_TRIALS}); give n_trials to try a random part of it"
+                )
+            self.n_trials = size
+        elif self.n_trials > size:
+            raise ValueError(
+                f"n_trials ({self.n_trials}) is more than the grid's {size} configurations; "
+                f"leave n_trials out to run the whole grid once"
+            )
 
 
 def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -125,6 +181,7 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
         patience=spec.patience,
         seed=spec.seed,
         max_attempts=spec.max_attempts,
+        search_options={"sampler": spec.sampler_options, "pruner": spec.pruner_options},
         status="queued",
         created_at=utcnow(),
     )

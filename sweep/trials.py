@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sweep import metrics, queries
 from sweep.config import Settings
 from sweep.db import retry_on_outage, sweep_lock, transaction
+from sweep.duplicates import reuse_if_duplicate
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
 from sweep.space import Space
 from sweep.study import load_study, make_pruner, retry_callback, storage_for
@@ -50,6 +51,7 @@ class Claim:
     penalty: str
     patience: int | None
     pruner: str
+    pruner_options: dict[str, Any]
     max_attempts: int
     trial_id: int
     number: int
@@ -124,6 +126,8 @@ def claim_trial(
 
     Under the sweep's lock: the sweep must be queued or running, and either a
     re-queued trial is waiting or the budget has room for a new configuration.
+    Proposals identical to a completed trial are completed with its result on
+    the way (sweep.duplicates), so a worker only gets params worth training.
     """
     asked_at = time.perf_counter()
     with transaction(factory) as session, sweep_lock(session, sweep_id):
@@ -134,14 +138,19 @@ def claim_trial(
         assert isinstance(engine, Engine)
         study_id = queries.study_id(engine, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
-        waiting, started, total = queries.budget_counts(engine, study_id)
-        if waiting == 0 and started >= sweep.n_trials:
-            return None
         storage = storage_for(settings, sweep.max_attempts)
-        # A different sampler seed per claim keeps parallel workers apart, and one
-        # worker's run reproducible.
-        study = load_study(storage, sweep, sampler_seed=sweep.seed + total)
-        trial = study.ask(Space.model_validate(sweep.space).distributions())
+        distributions = Space.model_validate(sweep.space).distributions()
+        while True:
+            waiting, started, total = queries.budget_counts(engine, study_id)
+            if waiting == 0 and started >= sweep.n_trials:
+                return None
+            # A different sampler seed per claim keeps parallel workers apart, and one
+            # worker's run reproducible.
+            study = load_study(storage, sweep, trials_so_far=total)
+            trial = study.ask(distributions)
+            # A proposal that repeats a completed trial takes its result and uses up budget.
+            if not reuse_if_duplicate(engine, storage, study, study_id, trial):
+                break
         # A heartbeat now, so a worker killed before its first beat still goes stale.
         storage.record_heartbeat(trial._trial_id)
         configuration, attempt = trial.number, 1
@@ -162,6 +171,7 @@ def claim_trial(
             penalty=sweep.penalty,
             patience=sweep.patience,
             pruner=sweep.pruner,
+            pruner_options=sweep.pruner_options,
             max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
@@ -191,7 +201,7 @@ class TrialRun:
         self._max_outage_s = float(settings.grace_period * 3)
         self._stop = threading.Event()
         self._saved_epochs = -1
-        pruner = make_pruner(claim.pruner, claim.epochs)
+        pruner = make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
         self.study = self._db(
             lambda: optuna.Study(claim.sweep_name, storage=self.storage, pruner=pruner), "load"
         )

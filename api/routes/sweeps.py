@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import EngineDep, SessionDep, StorageDep, authorize
-from api.schemas import ErrorOut, SweepCreate, SweepOut, SweepPage, TrialOut
-from sweep import results, sweeps
+from api.schemas import ErrorOut, ImportanceOut, SweepCreate, SweepOut, SweepPage, TrialOut
+from sweep import importance, results, sweeps
 from sweep.models import SWEEP_STATUSES
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
@@ -96,6 +96,14 @@ def top(
     """The ``k`` best configurations so far, best first."""
     sweep = sweeps.get_sweep(session, name)
     return [TrialOut.from_result(r) for r in results.top_trials(engine, sweep, k)]
+
+
+@router.get("/{name}/importance", response_model=ImportanceOut, responses=ERRORS)
+def param_importance(name: SweepName, session: SessionDep, engine: EngineDep) -> ImportanceOut:
+    """How much dropout and weight decay each matter (409 until 5 trials completed)."""
+    sweep = sweeps.get_sweep(session, name)
+    found = importance.param_importances(engine, sweep)
+    return ImportanceOut(importances=found.importances, trials=found.trials)
 
 
 def _control(action: str, name: str, session: SessionDep, engine: EngineDep) -> SweepOut:
