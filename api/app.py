@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 import sweep
 from api.errors import install_error_handlers
-from api.routes import health, sweeps, tasks, trials
+from api.ratelimit import RequestLimiter
+from api.routes import health, metrics, sweeps, tasks, tokens, trials
 from sweep.config import Settings
 from sweep.db import make_engine, make_session_factory
+from sweep.metrics import api_registry
 from sweep.trials import active_sweeps, reap_stale_trials, settle_sweep
 
 log = logging.getLogger("sweep.api")
@@ -63,13 +66,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=sweep.__version__,
         description="Queue Optuna sweeps over dropout and weight decay; read the best configs.",
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,  # 413, also for chunked bodies
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.session_factory = make_session_factory(app.state.engine)
+    app.state.limiter = RequestLimiter(settings.rate_limit)
     install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.include_router(health.router)
     app.include_router(sweeps.router)
     app.include_router(trials.router)
     app.include_router(tasks.router)
+    if settings.metrics:
+        app.state.metrics = api_registry(app.state.engine, settings.grace_period)
+        app.add_middleware(metrics.RequestTimer)
+        app.include_router(metrics.router)
+    app.include_router(tokens.router)
     return app

@@ -1,4 +1,5 @@
-"""Request dependencies: settings, the session that owns the request's transaction, storage."""
+"""Request dependencies: settings, the session that owns the request's transaction, storage,
+and who is calling (bearer token, role, rate limit)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,30 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from optuna.storages import RDBStorage
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from api.ratelimit import RequestLimiter
 from sweep.config import Settings
 from sweep.db import transaction
+from sweep.errors import NotAuthenticated
+from sweep.models import utcnow
 from sweep.study import storage_for
+from sweep.tokens import TokenInfo, authenticate, check_role
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+AUTH_OFF = TokenInfo(
+    id=0, name="auth off", role="admin", created_at=utcnow(), expires_at=None,
+    revoked_at=None, last_used_at=None,
+)  # fmt: skip
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `sweep token create` (or POST /v1/tokens), sent as "
+    "`Authorization: Bearer <token>`.",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -34,6 +52,48 @@ def get_session(request: Request) -> Iterator[Session]:
     """A session committed when the endpoint returns, before the response is sent."""
     with transaction(request.app.state.session_factory) as session:
         yield session
+
+
+def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> TokenInfo:
+    """The token the request carries (any role); with SWEEP_AUTH=false, an admin stand-in."""
+    settings: Settings = request.app.state.settings
+    if not settings.auth:
+        return AUTH_OFF
+    if credentials is None:
+        raise NotAuthenticated()
+    # Its own short transaction: recording the last use must not depend on the request's outcome.
+    with transaction(request.app.state.session_factory) as session:
+        return authenticate(session, credentials.credentials)
+
+
+CallerDep = Annotated[TokenInfo, Depends(get_caller)]
+
+
+def _limit(request: Request, caller: TokenInfo) -> None:
+    limiter: RequestLimiter = request.app.state.limiter
+    client = request.client.host if request.client else "unknown"
+    limiter.hit(f"token:{caller.id}" if caller is not AUTH_OFF else f"client:{client}")
+
+
+def authorize(request: Request, caller: CallerDep) -> TokenInfo:
+    """Readers may read; changing anything needs the user role (and counts against the limit)."""
+    if request.method in SAFE_METHODS:
+        check_role(caller.role, "reader")
+        return caller
+    check_role(caller.role, "user")
+    _limit(request, caller)
+    return caller
+
+
+def authorize_admin(request: Request, caller: CallerDep) -> TokenInfo:
+    """Managing tokens needs the admin role."""
+    check_role(caller.role, "admin")
+    if request.method not in SAFE_METHODS:
+        _limit(request, caller)
+    return caller
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -5,19 +5,26 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
 
 from sweep.db import is_outage
 from sweep.errors import (
     AlreadyExists,
     DatabaseUnavailable,
     InvalidSweep,
+    InvalidToken,
     InvalidTransition,
     NoResultYet,
+    NotAuthenticated,
+    NotEnoughTrials,
     NotFound,
+    PermissionDenied,
+    RateLimited,
     SchemaNotReady,
     SweepError,
 )
@@ -29,7 +36,12 @@ STATUS_BY_ERROR: dict[type[SweepError], int] = {
     NoResultYet: 404,
     AlreadyExists: 409,
     InvalidTransition: 409,
+    NotEnoughTrials: 409,
     InvalidSweep: 422,
+    InvalidToken: 422,
+    NotAuthenticated: 401,
+    PermissionDenied: 403,
+    RateLimited: 429,
     SchemaNotReady: 503,
     DatabaseUnavailable: 503,
 }
@@ -43,18 +55,40 @@ def status_for(error: SweepError) -> int:
     return 400
 
 
+def headers_for(error: SweepError) -> dict[str, str]:
+    """Headers the status calls for: the auth scheme on 401, the wait on 429."""
+    if isinstance(error, NotAuthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(error.retry_after)}
+    return {}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer SweepErrors with their status and message, and outages with 503, never a traceback."""
 
     @app.exception_handler(SweepError)
     async def _sweep_error(_request: Request, exc: SweepError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=status_for(exc))
+        return JSONResponse(
+            {"detail": exc.message}, status_code=status_for(exc), headers=headers_for(exc)
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # A body that json.loads could not take (too deeply nested, not UTF-8, a number
+            # with thousands of digits) is bad input like any other: 422, not 400.
+            reason = type(exc.__cause__).__name__
+            detail = [{"loc": ["body"], "msg": f"the body is not valid JSON ({reason})",
+                       "type": "json_invalid"}]  # fmt: skip
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # The rejected input is left out: it may be NaN (not JSON) or a large body.
         detail = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type")}
             for e in exc.errors()
         ]
         return JSONResponse({"detail": detail}, status_code=422)
@@ -68,3 +102,11 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable on %s %s", request.method, request.url.path)
         message = DatabaseUnavailable().message
         return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "5"})
+
+
+def _message(error: dict[str, object]) -> str:
+    message = str(error.get("msg", ""))
+    context = error.get("ctx")
+    if error.get("type") == "json_invalid" and isinstance(context, dict) and "error" in context:
+        return f"{message}: {context['error']}"  # e.g. "Expecting value", never the input
+    return message

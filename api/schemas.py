@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sweep.errors import InvalidToken
+from sweep.models import utcnow
 from sweep.results import Configuration, EvaluationRun, TrialResult
 from sweep.sweeps import SweepProgress, SweepSpec
+from sweep.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
 
 
 class SweepCreate(SweepSpec):
@@ -54,7 +57,9 @@ class SweepOut(BaseModel):
     epochs: int
     space: dict[str, Any]
     sampler: str
+    sampler_options: dict[str, Any]
     pruner: str
+    pruner_options: dict[str, Any]
     penalty: str
     patience: int | None
     seed: int
@@ -86,7 +91,9 @@ class SweepOut(BaseModel):
             epochs=s.epochs,
             space=s.space,
             sampler=s.sampler,
+            sampler_options=s.sampler_options,
             pruner=s.pruner,
+            pruner_options=s.pruner_options,
             penalty=s.penalty,
             patience=s.patience,
             seed=s.seed,
@@ -121,6 +128,9 @@ class TrialOut(BaseModel):
     attempt: int
     worker: str | None
     error: str | None
+    reused_from: int | None = Field(
+        description="the trial with the same params whose result this one repeats, untrained"
+    )
     started_at: datetime | None
     finished_at: datetime | None
     seed: int | None = Field(None, description="the trial's torch seed: params + seed reproduce it")
@@ -137,6 +147,7 @@ class TrialOut(BaseModel):
             attempt=r.attempt,
             worker=r.worker,
             error=r.error,
+            reused_from=r.reused_from,
             started_at=r.started_at,
             finished_at=r.finished_at,
             seed=r.seed,
@@ -240,6 +251,13 @@ class TrialPage(BaseModel):
     next_cursor: str | None
 
 
+class ImportanceOut(BaseModel):
+    """How much each parameter matters to the validation loss (fANOVA), largest first."""
+
+    importances: dict[str, float] = Field(description="parameter -> share, summing to 1")
+    trials: int = Field(description="completed trials they were computed from")
+
+
 class Health(BaseModel):
     status: str
     detail: str | None = None
@@ -247,3 +265,60 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class TokenCreate(BaseModel):
+    """Body of POST /v1/tokens."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"role": "user", "name": "ci", "expires_in": "30d"}]},
+    )
+
+    role: Role = Field(description="reader: GET only; user: also sweeps; admin: also tokens")
+    name: str = Field("", pattern=TOKEN_NAME_PATTERN, description="a label to recognise it by")
+    expires_in: str | None = Field(
+        None, max_length=16, description="lifetime such as 30d, 12h, 90m, 2w; none: no expiry"
+    )
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except InvalidToken as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+
+class TokenOut(BaseModel):
+    """A token without its secret."""
+
+    id: int
+    name: str
+    role: str
+    active: bool = Field(description="neither revoked nor expired")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def from_info(cls, info: TokenInfo) -> TokenOut:
+        return cls(
+            id=info.id,
+            name=info.name,
+            role=info.role,
+            active=info.active(utcnow()),
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            revoked_at=info.revoked_at,
+            last_used_at=info.last_used_at,
+        )
+
+
+class TokenCreated(TokenOut):
+    """A new token with its secret: shown this once, stored only as a hash."""
+
+    token: str = Field(description="the secret; send it as `Authorization: Bearer <token>`")

@@ -60,8 +60,8 @@ def create_sweep(url: str, name: str, **fields: object) -> None:
     engine.dispose()
 
 
-def start_worker(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """A real `sweep worker` process on the CPU with short leases."""
+def start_worker(url: str, log: Path, *extra: str, device: str = "cpu") -> subprocess.Popen[bytes]:
+    """A real `sweep worker` process (on the CPU by default) with short leases."""
     env = {
         **os.environ,
         "SWEEP_DATABASE_URL": url,
@@ -72,7 +72,7 @@ def start_worker(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     }
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        [sys.executable, "-m", "sweep", "worker", "--device", "cpu", *extra],
+        [sys.executable, "-m", "sweep", "worker", "--device", device, *extra],
         env=env,
         stdout=out,
         stderr=out,

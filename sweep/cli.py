@@ -6,37 +6,95 @@ import json
 import logging
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from sweep.config import Settings
+from sweep.config import Settings, is_loopback
+from sweep.logs import LogFormat, LogLevel, configure_logging
 
-app = typer.Typer(
-    help="Tune dropout and weight decay with Optuna, as a service.", no_args_is_help=True
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from sweep.tokens import TokenInfo
+
+
+class SweepApp(typer.Typer):
+    """Exit codes: 0 ok, 1 error (one line on stderr; the traceback with --debug), 2 usage."""
+
+    debug = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if self.debug:
+                raise
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            err_console.print(
+                f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first_line)} "
+                "(run with --debug for the traceback)",
+                highlight=False,
+            )
+            sys.exit(1)
+
+
+app = SweepApp(
+    help="Tune dropout and weight decay with Optuna, as a service.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold the database password
 )
 db_app = typer.Typer(
     help="The database schema (service tables and Optuna's).", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(
+    help="API tokens (talks to the database directly, like `sweep db`).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 TERMINAL = ("completed", "cancelled", "failed")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+LogFormatOpt = Annotated[
+    LogFormat, typer.Option("--log-format", help="text lines, or one JSON object per line")
+]
 ApiOpt = Annotated[
     str | None, typer.Option("--api", help="API base URL [default: SWEEP_API_URL or :8000]")
 ]
 
 
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an unexpected error")
+    ] = False,
+) -> None:
+    """Tune dropout and weight decay with Optuna, as a service."""
+    SweepApp.debug = debug
+
+
 def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    if SweepApp.debug and sys.exc_info()[1] is not None:
+        traceback.print_exc()
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -47,25 +105,23 @@ def _settings() -> Settings:
         _fail(f"bad configuration: {exc}")
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 class Api:
     """A small client of the sweep API for the CLI commands."""
 
-    def __init__(self, base_url: str | None) -> None:
-        self.base_url = (base_url or _settings().api_url).rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=30)
+    def __init__(self, base_url: str | None, token: str | None = None) -> None:
+        settings = _settings()
+        self.base_url = (base_url or settings.api_url).rstrip("/")
+        token = token or (settings.token.get_secret_value() if settings.token else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             _fail(f"cannot reach the API at {self.base_url} ({exc}); is `sweep api` running?")
+        if response.status_code == 401:
+            _fail(f"401: {_error_text(response)} (the CLI sends the token in SWEEP_TOKEN)")
         if response.status_code >= 400:
             _fail(f"{response.status_code}: {_error_text(response)}")
         return response.json()
@@ -108,16 +164,30 @@ def _error_text(response: httpx.Response) -> str:
 def api(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    log_format: LogFormatOpt = "text",
 ) -> None:
-    """Serve the REST API (OpenAPI docs at /docs)."""
+    """Serve the REST API (OpenAPI docs at /docs, Prometheus metrics at /metrics)."""
     import uvicorn
 
     from api.app import create_app
 
-    _logging()
+    configure_logging(log_format)
     settings = _settings()
-    console.print(f"sweep API on http://{host}:{port} (store: {settings.safe_database_url})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    if not settings.auth and not is_loopback(host):
+        _fail(
+            f"refusing to serve on {host} with authentication off (SWEEP_AUTH=false): anyone "
+            "on the network could queue work. Turn auth on (unset SWEEP_AUTH) and use "
+            "`sweep token create`, or bind to 127.0.0.1."
+        )
+    logging.getLogger("sweep.api").info(
+        "sweep API on http://%s:%d (store: %s)", host, port, settings.safe_database_url
+    )
+    if settings.auth:
+        console.print("auth on: send `Authorization: Bearer <token>` (`sweep token create`)")
+    else:
+        console.print("[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): serving on this machine only")
+    # log_config=None: uvicorn's own lines go through the handler set up above.
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
 
 
 @app.command()
@@ -133,24 +203,85 @@ def worker(
     workers: Annotated[
         int, typer.Option(min=1, max=256, help="CPU worker processes sharing the cores")
     ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="torch threads per worker [default: 1, or cores/N]"),
+    ] = None,
+    log_format: LogFormatOpt = "text",
+    log_level: Annotated[LogLevel, typer.Option(help="debug adds a line per epoch")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve this worker's claim and epoch timings for Prometheus here"),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Pull trials of running sweeps from the database and train them."""
     from sweep.supervisor import NoGpuError, Supervisor, visible_gpu_ids, worker_children
     from sweep.worker import Worker
 
-    _logging()
+    configure_logging(log_format, log_level)
     settings = _settings()
     if gpus is None and workers == 1:
-        raise typer.Exit(Worker(settings, device=device, exit_when_idle=exit_when_idle).run())
+        if metrics_port is not None:
+            from sweep.metrics import serve_worker_metrics
+
+            serve_worker_metrics(metrics_port, metrics_host)
+        worker_ = Worker(settings, device=device, exit_when_idle=exit_when_idle, threads=threads)
+        raise typer.Exit(worker_.run())
     try:
         gpu_ids = visible_gpu_ids(gpus) if gpus is not None else None
     except (NoGpuError, ValueError) as exc:
         _fail(str(exc))
     children = worker_children(
-        gpus=gpu_ids, workers=workers, exit_when_idle=exit_when_idle, extra_args=[]
+        gpus=gpu_ids,
+        workers=workers,
+        exit_when_idle=exit_when_idle,
+        extra_args=["--log-format", log_format, "--log-level", log_level],
+        threads=threads,
     )
+    if metrics_port is not None:  # one port per child: PORT, PORT+1, …
+        for i, child in enumerate(children):
+            child.args += ["--metrics-port", str(metrics_port + i), "--metrics-host", metrics_host]
     console.print(f"starting {len(children)} workers: {', '.join(c.label for c in children)}")
     raise typer.Exit(Supervisor(children).run())
+
+
+@app.command()
+def dashboard(
+    host: Annotated[
+        str, typer.Option(help="address to bind; the dashboard has NO authentication")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the sweep database: every sweep is a study of the same name.
+
+    The dashboard has no authentication, and anyone who reaches it can rename or
+    delete studies. Keep it on 127.0.0.1 (the default) and reach it through an SSH
+    tunnel, or put an authenticating proxy in front of it.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from sweep.db import make_engine
+    from sweep.errors import SchemaNotReady
+    from sweep.schema import check_ready
+    from sweep.study import storage_for
+
+    configure_logging()
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        check_ready(engine)
+    except SchemaNotReady as exc:
+        _fail(exc.message)
+    except OperationalError as exc:
+        _fail(f"cannot reach the database {settings.safe_database_url}: {exc.orig}")
+    finally:
+        engine.dispose()
+    import optuna_dashboard
+
+    console.print(f"optuna-dashboard on http://{host}:{port} (store: {settings.safe_database_url})")
+    console.print("it has no authentication: do not expose it beyond a trusted network")
+    optuna_dashboard.run_server(storage_for(settings), host=host, port=port)
 
 
 # ---- database ------------------------------------------------------------------------------
@@ -178,34 +309,184 @@ def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
     console.print(f"service tables at {revision}")
 
 
+# ---- API tokens ----------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="reader (GET only), user (also sweeps), admin")],
+    expires: Annotated[
+        str | None, typer.Option(help="lifetime such as 30d, 12h, 2w [default: none]")
+    ] = None,
+    name: Annotated[str, typer.Option(help="a label to recognise the token by")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a token; its secret is printed once, alone on stdout (for $(…) in scripts)."""
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
+    from sweep.errors import SweepError
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        lifetime = tokens.parse_duration(expires) if expires else None
+        with transaction(make_session_factory(engine)) as session:
+            issued = tokens.create_token(session, role, name=name, expires_in=lifetime)
+    except SweepError as exc:
+        _fail(exc.message)
+    info = issued.info
+    if as_json:
+        typer.echo(json.dumps({**_token_row(info), "token": issued.secret}))
+        return
+    typer.echo(issued.secret)  # plain, unwrapped: the only line on stdout
+    until = f"expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else "no expiry"
+    err_console.print(
+        f"token {info.id} ({info.role}, {until}); shown only now, stored as a hash: keep it safe"
+    )
+
+
+@token_app.command("ls")
+def token_ls(as_json: JsonOpt = False) -> None:
+    """List tokens (never their secrets)."""
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
+
+    with transaction(make_session_factory(make_engine(_settings().database_url))) as session:
+        rows = [_token_row(info) for info in tokens.list_tokens(session)]
+    if as_json:
+        console.print_json(data=rows)
+        return
+    table = Table("id", "name", "role", "state", "created", "expires", "last used")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["name"],
+            row["role"],
+            row["state"],
+            *((row[k] or "-")[:16] for k in ("created_at", "expires_at", "last_used_at")),
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="the id from `sweep token ls`")],
+) -> None:
+    """Revoke a token: the API answers 401 to it from now on."""
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
+    from sweep.errors import SweepError
+
+    try:
+        factory = make_session_factory(make_engine(_settings().database_url))
+        with transaction(factory) as session:
+            info = tokens.revoke_token(session, token_id)
+    except SweepError as exc:
+        _fail(exc.message)
+    console.print(f"token {info.id} ({info.role}) revoked")
+
+
+def _token_row(info: TokenInfo) -> dict[str, Any]:
+    from sweep.models import utcnow
+
+    now = utcnow()
+    if info.revoked_at is not None:
+        state = "revoked"
+    elif not info.active(now):
+        state = "expired"
+    else:
+        state = "active"
+
+    def iso(moment: datetime | None) -> str | None:
+        return moment.isoformat(timespec="seconds") if moment is not None else None
+
+    return {
+        "id": info.id,
+        "name": info.name,
+        "role": info.role,
+        "state": state,
+        "created_at": iso(info.created_at),
+        "expires_at": iso(info.expires_at),
+        "revoked_at": iso(info.revoked_at),
+        "last_used_at": iso(info.last_used_at),
+    }
+
+
 # ---- talking to the API --------------------------------------------------------------------
+
+
+def _json_object(option: str) -> Callable[[str | None], dict[str, Any] | None]:
+    """A parser of a JSON object given to ``option``; anything else is a usage error."""
+
+    def parse(text: str | None) -> dict[str, Any] | None:
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+        if not isinstance(value, dict):
+            raise typer.BadParameter("give a JSON object, e.g. '{\"key\": 1}'", param_hint=option)
+        return value
+
+    return parse
 
 
 @app.command()
 def submit(
     name: Annotated[str, typer.Argument(help="the sweep's unique name")],
     task: Annotated[str, typer.Option(help="registered task")] = "digits-mlp",
-    n_trials: Annotated[int, typer.Option(help="configurations to try")] = 40,
+    n_trials: Annotated[
+        int | None, typer.Option(help="configurations to try [default: 40; grid: its size]")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="epochs per trial")] = 120,
-    sampler: Annotated[str, typer.Option(help="tpe, random, grid, qmc or gp")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median, percentile, hyperband, …, none")] = "median",
+    sampler: Annotated[str, typer.Option(help="tpe, random, grid, qmc, gp or cmaes")] = "tpe",
+    sampler_options: Annotated[
+        dict[str, Any] | None,
+        typer.Option(
+            metavar="JSON",
+            help="e.g. '{\"n_startup_trials\": 5}'",
+            parser=_json_object("--sampler-options"),
+        ),
+    ] = None,
+    pruner: Annotated[
+        str, typer.Option(help="median, percentile, hyperband, successive-halving or none")
+    ] = "median",
+    pruner_options: Annotated[
+        dict[str, Any] | None,
+        typer.Option(
+            metavar="JSON",
+            help="e.g. '{\"n_warmup_steps\": 30}'",
+            parser=_json_object("--pruner-options"),
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
     spec: Annotated[
-        Path | None, typer.Option(help="JSON file with more fields of the create body")
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="JSON file with more fields of the create body"
+        ),
     ] = None,
     api_url: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Queue a sweep through the API."""
-    body: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
+    body: dict[str, Any] = {}
+    if spec is not None:
+        body = _json_object("--spec")(spec.read_text()) or {}
+    given = {
+        "n_trials": n_trials,
+        "sampler_options": sampler_options,
+        "pruner_options": pruner_options,
+    }
     body.update(
         name=name,
         task=task,
-        n_trials=n_trials,
         epochs=epochs,
         sampler=sampler,
         pruner=pruner,
         seed=seed,
+        **{key: value for key, value in given.items() if value is not None},
     )
     created = Api(api_url).request("POST", "/v1/sweeps", json=body)
     if as_json:
@@ -249,6 +530,8 @@ def show(name: str, api_url: ApiOpt = None, as_json: JsonOpt = False) -> None:
     table = Table(show_header=False)
     for key in ("name", "status", "task", "n_trials", "epochs", "sampler", "pruner", "penalty"):
         table.add_row(key, str(s[key]))
+    for key in ("sampler_options", "pruner_options"):
+        table.add_row(key, ", ".join(f"{k}={v}" for k, v in s.get(key, {}).items()) or "-")
     table.add_row("done", f"{_done(s)} / {s['n_trials']}")
     table.add_row("trials", ", ".join(f"{k}={v}" for k, v in sorted(s["trials"].items())) or "-")
     if s["error"]:
@@ -304,6 +587,19 @@ def _trials_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+@app.command()
+def importance(name: str, api_url: ApiOpt = None, as_json: JsonOpt = False) -> None:
+    """How much dropout and weight decay each matter to the validation loss (fANOVA)."""
+    found = Api(api_url).request("GET", f"/v1/sweeps/{name}/importance")
+    if as_json:
+        console.print_json(data=found)
+        return
+    table = Table("parameter", "importance", "", title=f"from {found['trials']} completed trials")
+    for param, share in found["importances"].items():
+        table.add_row(param, f"{share:.3f}", "█" * round(share * 40))
+    console.print(table)
+
+
 def _done(s: dict[str, Any]) -> int:
     running = s["trials"].get("RUNNING", 0) + s["trials"].get("WAITING", 0)
     return int(s["configurations_started"]) - int(running)
@@ -315,17 +611,24 @@ def watch(
     interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 1.0,
     api_url: ApiOpt = None,
 ) -> None:
-    """Show a live progress bar until the sweep ends, then the best configuration."""
-    watch_sweep(Api(api_url), name, interval)
+    """Show a live progress bar until the sweep ends, then the best configuration.
+
+    Exits 0 when the sweep completed, 1 when it failed or was cancelled.
+    """
+    s = watch_sweep(Api(api_url), name, interval)
+    if s["status"] == "cancelled":
+        _fail(f"sweep {name} was cancelled")
 
 
 def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]:
-    """Poll the sweep, drawing trials done / budget and the best value so far."""
+    """Poll the sweep, drawing trials done / budget, time left and the best value so far."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[best]}"),
         console=console,
     ) as progress:
@@ -378,12 +681,28 @@ def up(
     import subprocess
     from datetime import datetime
 
-    from sweep.db import make_engine
+    from sweep import tokens
+    from sweep.db import make_engine, make_session_factory, transaction
     from sweep.schema import upgrade
 
     settings = _settings()
-    upgrade(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
     console.print(f"store: {settings.safe_database_url} (migrated)")
+    factory = make_session_factory(engine)
+    issued = None
+    if settings.auth:
+        with transaction(factory) as session:
+            issued = tokens.create_token(session, "user", name="sweep-up")
+        console.print(
+            "API token for this session (role user; revoked when `sweep up` stops), "
+            "for the CLI in another terminal:"
+        )
+        console.print(f"  export SWEEP_TOKEN={issued.secret}", soft_wrap=True, highlight=False)
+    else:
+        console.print(
+            "[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): the API listens on 127.0.0.1 only"
+        )
     logs = Path(".sweep")
     logs.mkdir(exist_ok=True)
     base = [sys.executable, "-m", "sweep"]
@@ -402,7 +721,7 @@ def up(
         raise typer.Exit(0)
 
     signal.signal(signal.SIGTERM, stop_children)
-    client = Api(f"http://127.0.0.1:{port}")
+    client = Api(f"http://127.0.0.1:{port}", token=issued.secret if issued else None)
     try:
         _wait_ready(client, children)
         name = "digits-" + datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -431,6 +750,10 @@ def up(
         _fail("a child process exited; see .sweep/*.log")
     except KeyboardInterrupt:
         stop_children()
+    finally:
+        if issued is not None:
+            with transaction(factory) as session:
+                tokens.revoke_token(session, issued.info.id)
 
 
 def _wait_ready(client: Api, children: list[Any]) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import ipaddress
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 
@@ -14,6 +17,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         "sqlite:///sweep.db",
+        repr=False,  # may hold a password; print safe_database_url instead
         description="SQLAlchemy URL of the store: sqlite:///file.db or postgresql+psycopg://…",
     )
     heartbeat_interval: int = Field(5, ge=1, description="seconds between a worker's heartbeats")
@@ -27,6 +31,39 @@ class Settings(BaseSettings):
         1.0, gt=0, description="seconds an idle worker waits before asking for work again"
     )
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
+    metrics: bool = Field(True, description="serve Prometheus metrics at the API's /metrics")
+    token: SecretStr | None = Field(None, description="the bearer token the CLI sends to the API")
+    auth: bool = Field(True, description="require a bearer token on every /v1 route")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the API, comma-separated; none: CORS off",
+    )
+    rate_limit: str = Field(
+        "120/minute",
+        description="mutating requests allowed per token, e.g. 120/minute; 'off' for no limit",
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip().lower() not in ("off", ""):
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    f"SWEEP_RATE_LIMIT {value!r} is not a rate such as 120/minute or 5/second"
+                ) from None
+        return value.strip()
 
     @model_validator(mode="after")
     def _grace_outlasts_heartbeat(self) -> Settings:
@@ -42,3 +79,13 @@ class Settings(BaseSettings):
     def safe_database_url(self) -> str:
         """The database URL with any password masked, for printing."""
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False

@@ -34,9 +34,37 @@ class NoResultYet(SweepError):
     """No trial of this sweep has completed yet; try again when one has."""
 
 
+class NotEnoughTrials(SweepError):
+    """Too few trials of this sweep have completed for that answer; try again later."""
+
+
 class SchemaNotReady(SweepError):
     """The database schema is missing or behind; run `sweep db upgrade`."""
 
 
 class DatabaseUnavailable(SweepError):
     """The database cannot be reached right now; try again shortly."""
+
+
+class NotAuthenticated(SweepError):
+    """Send a valid token as `Authorization: Bearer <token>`; create one: `sweep token create`."""
+
+
+class PermissionDenied(SweepError):
+    """This token's role does not allow that; ask an admin for a token with a higher role."""
+
+
+class TokenNotFound(NotFound):
+    """No such API token."""
+
+
+class InvalidToken(SweepError):
+    """The token request is not valid."""
+
+
+class RateLimited(SweepError):
+    """Too many requests with this token; wait and try again."""
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -130,6 +130,7 @@ def claim_evaluation(
             penalty=sweep.penalty,
             patience=sweep.patience,
             pruner="none",  # a re-evaluation runs to the end, as its search trial could have
+            pruner_options={},
             max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
@@ -151,8 +152,11 @@ def _advance(engine: Engine, study: optuna.Study, sweep: Sweep, eval_id: int) ->
         main_id = queries.study_id(engine, sweep.name)
         assert main_id is not None
         if sweep.reevaluate_top:
-            best_ids = queries.best_trial_ids(engine, main_id, sweep.reevaluate_top)
-            for row in queries.trial_rows(engine, best_ids, ()):
+            # a trial that reused a twin's result repeats a configuration: re-train it once
+            best_ids = queries.best_trial_ids(engine, main_id, 4 * sweep.reevaluate_top)
+            rows = queries.trial_rows(engine, best_ids, ("reused_from",))
+            fresh = [row for row in rows if row.user_attrs.get("reused_from") is None]
+            for row in fresh[: sweep.reevaluate_top]:
                 for seed in evaluation_seeds(sweep):
                     _queue(study, REEVALUATION, row.params, seed, row.number)
         stage = _set_stage(study, REEVALUATION)

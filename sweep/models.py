@@ -39,6 +39,8 @@ class Sweep(Base):
     patience: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seed: Mapped[int] = mapped_column(Integer)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # {"sampler": {...}, "pruner": {...}}: the options of the named sampler and pruner
+    search_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Evaluation trials, run after the budget in the sibling study "<name>.eval".
     baseline: Mapped[bool] = mapped_column(Boolean, default=True)
     reevaluate_top: Mapped[int] = mapped_column(Integer, default=3)
@@ -49,3 +51,29 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def sampler_options(self) -> dict[str, Any]:
+        return dict(self.search_options.get("sampler", {}))
+
+    @property
+    def pruner_options(self) -> dict[str, Any]:
+        return dict(self.search_options.get("pruner", {}))
+
+
+TOKEN_ROLES = ("reader", "user", "admin")
+
+
+class ApiToken(Base):
+    """A bearer token of the API. Only the SHA-256 of the secret is stored, never the secret."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -12,15 +12,27 @@ from datetime import datetime
 from typing import Any
 
 from optuna.distributions import json_to_distribution
-from sqlalchemy import Engine, String, case, cast, column, func, select, table
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Enum,
+    and_,
+    case,
+    column,
+    func,
+    or_,
+    select,
+    table,
+)
 
+TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
 _studies = table("studies", column("study_id"), column("study_name"))
 _trials = table(
     "trials",
     column("trial_id"),
     column("number"),
     column("study_id"),
-    column("state"),
+    column("state", Enum(*TRIAL_STATES, name="trialstate")),
     column("datetime_start"),
     column("datetime_complete"),
 )
@@ -35,12 +47,18 @@ _user_attrs = table(
     "trial_user_attributes", column("trial_id"), column("key"), column("value_json")
 )
 _values = table(
-    "trial_values", column("trial_id"), column("objective"), column("value"), column("value_type")
+    "trial_values",
+    column("trial_id"),
+    column("objective"),
+    column("value"),
+    column("value_type", Enum("FINITE", "INF_POS", "INF_NEG", name="trialvaluetype")),
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
-# Optuna's state columns are enum types on PostgreSQL; compare them as text.
-_state = cast(_trials.c.state, String)
-_value_type = cast(_values.c.value_type, String)
+_heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
+# Typed as the enums they are on PostgreSQL, so comparisons can use indexes (a cast to
+# text made ranking 10,000 trials take 18 ms instead of 0.3 ms).
+_state = _trials.c.state
+_value_type = _values.c.value_type
 
 RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
 
@@ -92,6 +110,35 @@ def budget_counts(engine: Engine, study: int) -> tuple[int, int, int]:
     with engine.connect() as conn:
         waiting, started, total = conn.execute(query).one()
     return int(waiting), int(started), int(total)
+
+
+def complete_trial_with_params(
+    engine: Engine, study: int, params: dict[str, float]
+) -> tuple[int, int] | None:
+    """(id, number) of the first COMPLETE trial whose params are exactly ``params``.
+
+    ``params`` are Optuna's internal values (a choice's index), as stored.
+    """
+    if not params:
+        return None
+    same = or_(
+        *(
+            and_(_params.c.param_name == name, _params.c.param_value == value)
+            for name, value in params.items()
+        )
+    )
+    query = (
+        select(_trials.c.trial_id, _trials.c.number)
+        .join(_params, _params.c.trial_id == _trials.c.trial_id)
+        .where(_trials.c.study_id == study, _state == "COMPLETE", same)
+        .group_by(_trials.c.trial_id, _trials.c.number)
+        .having(func.count() == len(params))
+        .order_by(_trials.c.number.asc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).first()
+    return (int(found[0]), int(found[1])) if found is not None else None
 
 
 def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
@@ -193,6 +240,42 @@ def trial_rows(engine: Engine, trial_ids: list[int], attr_keys: tuple[str, ...])
         ):
             rows[trial_id].user_attrs[key] = json.loads(value_json)
     return [rows[i] for i in trial_ids if i in rows]
+
+
+def state_counts_by_study(engine: Engine) -> dict[str, dict[str, int]]:
+    """Trials per Optuna state for every study in the database, keyed by study (sweep) name."""
+    query = (
+        select(_studies.c.study_name, _state, func.count())
+        .join(_trials, _trials.c.study_id == _studies.c.study_id)
+        .group_by(_studies.c.study_name, _state)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for name, state, n in conn.execute(query):
+            counts.setdefault(str(name), {})[str(state)] = int(n)
+    return counts
+
+
+def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
+    """Running trials per study whose heartbeat is younger than ``grace_period`` seconds.
+
+    Compared with the database's own clock, as Optuna's reaper does, so the
+    clocks of the nodes the workers run on do not matter.
+    """
+    query = (
+        select(_studies.c.study_name, _heartbeats.c.heartbeat)
+        .join(_trials, _trials.c.study_id == _studies.c.study_id)
+        .join(_heartbeats, _heartbeats.c.trial_id == _trials.c.trial_id)
+        .where(_state == "RUNNING")
+    )
+    alive: dict[str, int] = {}
+    with engine.connect() as conn:
+        now = conn.execute(select(func.now().label("now"))).scalar_one()
+        now = now.replace(tzinfo=None)  # naive, like the heartbeat column (as Optuna compares)
+        for name, heartbeat in conn.execute(query):
+            if (now - heartbeat).total_seconds() <= grace_period:
+                alive[str(name)] = alive.get(str(name), 0) + 1
+    return alive
 
 
 # ---- evaluation trials ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ class TrialResult:
     attempt: int
     worker: str | None
     error: str | None
+    reused_from: int | None
     started_at: datetime | None
     finished_at: datetime | None
     curves: dict[str, list[float]]
@@ -47,6 +48,7 @@ class TrialResult:
             attempt=int(attrs.get("attempt", 1)),
             worker=attrs.get("worker"),
             error=attrs.get("error"),
+            reused_from=attrs.get("reused_from"),
             started_at=row.started_at,
             finished_at=row.finished_at,
             curves=dict(attrs.get("curves", {})),
@@ -54,7 +56,7 @@ class TrialResult:
         )
 
 
-SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error", "seed")
+SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error", "reused_from", "seed")
 DETAIL_ATTRS = (*SUMMARY_ATTRS, "curves")
 
 
@@ -62,7 +64,8 @@ def _results(engine: Engine, ids: list[int], keys: tuple[str, ...]) -> list[Tria
     return [TrialResult.from_row(row) for row in queries.trial_rows(engine, ids, keys)]
 
 
-def _study_id(engine: Engine, sweep: Sweep) -> int:
+def study_id_of(engine: Engine, sweep: Sweep) -> int:
+    """The id of the sweep's Optuna study; NotFound if the database has none."""
     study = queries.study_id(engine, sweep.name)
     if study is None:
         raise NotFound(f"sweep {sweep.name!r} has no Optuna study in this database")
@@ -156,7 +159,7 @@ def top_configurations(engine: Engine, sweep: Sweep, k: int) -> list[Configurati
             ok = run.value is not None and math.isfinite(run.value)
             if run.kind == queries.REEVALUATION and ok and run.trial_number is not None:
                 extra.setdefault(int(run.trial_number), []).append(float(run.value or 0.0))
-    ids = queries.best_trial_ids(engine, _study_id(engine, sweep), k + len(extra))
+    ids = queries.best_trial_ids(engine, study_id_of(engine, sweep), k + len(extra))
     configurations = [
         Configuration(
             trial=t,
@@ -187,14 +190,14 @@ def trial_page(
 ) -> list[TrialResult]:
     """Up to ``limit`` trials numbered after ``after_number``, optionally in one state."""
     ids = queries.trial_ids_page(
-        engine, _study_id(engine, sweep), after_number=after_number, limit=limit, state=state
+        engine, study_id_of(engine, sweep), after_number=after_number, limit=limit, state=state
     )
     return _results(engine, ids, SUMMARY_ATTRS)
 
 
 def trial_result(engine: Engine, sweep: Sweep, number: int) -> TrialResult:
     """Trial ``number`` of the sweep, with its curves."""
-    trial_id = queries.trial_id_by_number(engine, _study_id(engine, sweep), number)
+    trial_id = queries.trial_id_by_number(engine, study_id_of(engine, sweep), number)
     if trial_id is None:
         raise NotFound(f"sweep {sweep.name!r} has no trial {number}")
     return _results(engine, [trial_id], DETAIL_ATTRS)[0]

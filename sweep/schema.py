@@ -27,11 +27,10 @@ def _alembic_config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the service's tables to ``revision`` and create or upgrade Optuna's schema."""
-    config = _alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    """Create or upgrade Optuna's schema, then migrate the service's tables to ``revision``.
+
+    Optuna's tables come first: the service's migrations index one of them.
+    """
     # Creating Optuna's schema here, once, keeps workers starting together from racing to.
     storage = optuna.storages.RDBStorage(
         str(engine.url.render_as_string(hide_password=False)),
@@ -42,6 +41,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         storage.upgrade()
     storage.remove_session()
     storage.engine.dispose()
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

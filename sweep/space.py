@@ -6,11 +6,20 @@ import math
 from typing import Annotated, Any, Self
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from sweep.training.tasks import TrialParams
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a string or a boolean where a number belongs is a mistake, not something to coerce.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 DROPOUT_PARAMS = ("dropout", "dropout_1", "dropout_2")
 
 
@@ -21,7 +30,7 @@ class FloatRange(BaseModel):
 
     low: FiniteFloat
     high: FiniteFloat
-    log: bool = False
+    log: bool = Field(False, strict=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -59,7 +68,16 @@ class Choices(BaseModel):
         return CategoricalDistribution(list(self.choices))
 
 
-ParamSpace = FloatRange | Choices
+def _kind(value: Any) -> str:
+    # A dict with "choices" is a grid, anything else a range: errors then name one kind only.
+    has_choices = "choices" in value if isinstance(value, dict) else isinstance(value, Choices)
+    return "choices" if has_choices else "range"
+
+
+ParamSpace = Annotated[
+    Annotated[FloatRange, Tag("range")] | Annotated[Choices, Tag("choices")],
+    Discriminator(_kind),
+]
 
 DEFAULT_DROPOUT = FloatRange(low=0.2, high=0.5)
 DEFAULT_WEIGHT_DECAY = FloatRange(low=1e-5, high=1e-2, log=True)

@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 
 from sweep.config import Settings
 from sweep.db import engine_options, tune_sqlite
 from sweep.models import Sweep
+from sweep.search import PRUNER_OPTIONS, SAMPLER_OPTIONS, pruner_options, sampler_options
 from sweep.space import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger("sweep.trials")
 
-SAMPLERS = ("tpe", "random", "grid", "qmc", "gp")
-PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "none")
+SAMPLERS = tuple(SAMPLER_OPTIONS)
+PRUNERS = tuple(PRUNER_OPTIONS)
 
 # Optuna's heartbeat and retry APIs are marked experimental; the warning adds nothing for users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Heartbeats are renewed by the worker's lease thread, not by Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 @functools.cache
@@ -34,15 +41,67 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int, max_attempts:
         skip_compatibility_check=True,  # readiness is checked by sweep.schema.check_ready
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
-        heartbeat_stale_trial_callback=retry_callback(max_attempts),
+        heartbeat_stale_trial_callback=ReapCallback(max_attempts),
     )
     tune_sqlite(storage.engine)
     return storage
 
 
-def retry_callback(max_attempts: int) -> RetryHeartbeatStaleTrialCallback:
+class RetryCallback:
+    """Re-queue a failed trial's params while it has attempts left, and log the outcome."""
+
+    def __init__(self, max_attempts: int) -> None:
+        self._max_attempts = max_attempts
+        self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_attempts - 1)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._retry(study, trial)
+        attempt = len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) + 1
+        fields = _event_fields(study, trial)
+        if attempt < self._max_attempts:
+            log.info(
+                "retry sweep=%s trial=%d: attempt %d of %d queued",
+                study.study_name,
+                trial.number,
+                attempt + 1,
+                self._max_attempts,
+                extra={"event": "retry", **fields, "attempt": attempt + 1},
+            )
+        else:
+            log.warning(
+                "retry sweep=%s trial=%d: no attempts left (%d used)",
+                study.study_name,
+                trial.number,
+                attempt,
+                extra={"event": "retry", **fields, "attempt": None},
+            )
+
+
+class ReapCallback(RetryCallback):
+    """Logs a trial failed for a stale heartbeat (its worker died or hung), then retries it."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        log.warning(
+            "reap sweep=%s trial=%d worker=%s: no heartbeat within the grace period",
+            study.study_name,
+            trial.number,
+            trial.user_attrs.get("worker"),
+            extra={"event": "reap", **_event_fields(study, trial)},
+        )
+        super().__call__(study, trial)
+
+
+def _event_fields(study: optuna.Study, trial: FrozenTrial) -> dict[str, object]:
+    return {
+        "sweep": study.study_name,
+        "trial": trial.number,
+        "worker": trial.user_attrs.get("worker"),
+    }
+
+
+def retry_callback(max_attempts: int) -> RetryCallback:
     """Re-queue a failed trial's params while it has attempts left."""
-    return RetryHeartbeatStaleTrialCallback(max_retry=max_attempts - 1)
+    return RetryCallback(max_attempts)
 
 
 def storage_for(settings: Settings, max_attempts: int = 3) -> RDBStorage:
@@ -52,35 +111,28 @@ def storage_for(settings: Settings, max_attempts: int = 3) -> RDBStorage:
     )
 
 
-def make_sampler(name: str, space: Space, seed: int) -> BaseSampler:
-    """The sampler called ``name``, seeded with ``seed``."""
-    factories: dict[str, Callable[[], BaseSampler]] = {
-        # constant_liar keeps parallel workers from proposing the same point.
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-        "grid": lambda: optuna.samplers.GridSampler(space.grid() or {}, seed=seed),
-    }
-    return factories[name]()
+def make_sampler(
+    name: str,
+    space: Space,
+    seed: int,
+    options: Mapping[str, Any] | None = None,
+    *,
+    trials_so_far: int = 0,
+) -> BaseSampler:
+    """The sampler called ``name`` with its stored ``options``.
 
-
-def make_pruner(name: str, epochs: int) -> BasePruner:
-    """The pruner called ``name``, its warm-up scaled to the number of epochs.
-
-    Regularized models learn slower early and win late, so a fixed short warm-up
-    prunes exactly the configurations the sweep is looking for.
+    Samplers that draw at random are seeded ``seed + trials_so_far``, so parallel
+    workers differ and one worker's run is reproducible; the grid and QMC take
+    ``seed`` itself, because every claim must see the same order.
     """
-    warmup = max(1, epochs // 2)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=warmup, max_resource=epochs)
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup)
-    return optuna.pruners.NopPruner()
+    checked = sampler_options(name, options)
+    return checked.sampler(space, seed if checked.shared_seed else seed + trials_so_far)
+
+
+def make_pruner(name: str, epochs: int, options: Mapping[str, Any] | None = None) -> BasePruner:
+    """The pruner called ``name`` with its stored ``options``; warm-ups default to half the
+    epochs (see sweep.search.default_warmup)."""
+    return pruner_options(name, options, epochs).pruner(epochs)
 
 
 def create_study(storage: RDBStorage, sweep: Sweep) -> None:
@@ -94,12 +146,14 @@ def create_study(storage: RDBStorage, sweep: Sweep) -> None:
     study.set_user_attr("epochs", sweep.epochs)
 
 
-def load_study(storage: RDBStorage, sweep: Sweep, sampler_seed: int) -> optuna.Study:
-    """The sweep's study with its sampler (seeded ``sampler_seed``) and pruner."""
+def load_study(storage: RDBStorage, sweep: Sweep, trials_so_far: int) -> optuna.Study:
+    """The sweep's study with its sampler and pruner, as stored with the sweep."""
     space = Space.model_validate(sweep.space)
     return optuna.load_study(
         study_name=sweep.name,
         storage=storage,
-        sampler=make_sampler(sweep.sampler, space, sampler_seed),
-        pruner=make_pruner(sweep.pruner, sweep.epochs),
+        sampler=make_sampler(
+            sweep.sampler, space, sweep.seed, sweep.sampler_options, trials_so_far=trials_so_far
+        ),
+        pruner=make_pruner(sweep.pruner, sweep.epochs, sweep.pruner_options),
     )

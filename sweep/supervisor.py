@@ -65,7 +65,12 @@ def visible_gpu_ids(spec: str) -> list[str]:
 
 
 def worker_children(
-    *, gpus: list[str] | None, workers: int, exit_when_idle: bool, extra_args: list[str]
+    *,
+    gpus: list[str] | None,
+    workers: int,
+    exit_when_idle: bool,
+    extra_args: list[str],
+    threads: int | None = None,
 ) -> list[Child]:
     """The children to run: one per GPU, or ``workers`` CPU workers sharing the cores."""
     base = [sys.executable, "-m", "sweep", "worker", *extra_args]
@@ -81,7 +86,7 @@ def worker_children(
             for gpu in gpus
         ]
     # Two torch processes with default threads on 2 cores ran 5-7x slower than one.
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     return [
         Child(
             label=f"cpu{i}",

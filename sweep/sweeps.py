@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import optuna
 from optuna.storages import RDBStorage
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from sweep import queries
+from sweep import queries, search
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
 from sweep.evaluation import create_evaluation_study
 from sweep.models import Sweep, utcnow
@@ -28,8 +37,9 @@ from sweep.training.tasks import (
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 DEFAULT_TASK = "digits-mlp"
 DEFAULT_EPOCHS = 120
+MAX_TRIALS = 10000
 
-SamplerName = Literal["tpe", "random", "grid", "qmc", "gp"]
+SamplerName = Literal["tpe", "random", "grid", "qmc", "gp", "cmaes"]
 PrunerName = Literal["median", "percentile", "hyperband", "successive-halving", "none"]
 assert set(get_args(SamplerName)) == set(SAMPLERS) and set(get_args(PrunerName)) == set(PRUNERS)
 
@@ -50,26 +60,54 @@ class SweepSpec(BaseModel):
     description: str = Field("", max_length=2000)
     task: str = Field(DEFAULT_TASK, description="a registered task; see `sweep tasks`")
     task_options: dict[str, Any] = Field(default_factory=dict)
-    n_trials: int = Field(40, ge=1, le=10000, description="configurations to try")
-    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10000, description="epochs per trial")
+    n_trials: int = Field(
+        40,
+        ge=1,
+        le=MAX_TRIALS,
+        strict=True,
+        description="configurations to try [grid: the grid's size]",
+    )
+    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10000, strict=True, description="epochs per trial")
     space: Space = Field(default_factory=Space)
     sampler: SamplerName = "tpe"
+    sampler_options: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,  # stored with its defaults filled in
+        description="options of the sampler, e.g. n_startup_trials",
+    )
     pruner: PrunerName = "median"
+    pruner_options: dict[str, Any] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="options of the pruner, e.g. n_warmup_steps",
+    )
     penalty: Literal["l2", "decoupled"] = Field(
         "l2", description="l2: coupled, Adam(weight_decay=λ); decoupled: AdamW"
     )
-    patience: int | None = Field(None, ge=1, le=10000, description="early-stopping patience")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    max_attempts: int = Field(3, ge=1, le=20, description="attempts per configuration")
+    patience: int | None = Field(
+        None, ge=1, le=10000, strict=True, description="early-stopping patience"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
+    max_attempts: int = Field(3, ge=1, le=20, strict=True, description="attempts per configuration")
     baseline: bool = Field(
-        True, description="also train the unregularized baseline (p=0, λ=0) once, for the chart"
+        True,
+        strict=True,
+        description="also train the unregularized baseline (p=0, λ=0) once, for the chart",
     )
     reevaluate_top: int = Field(
-        3, ge=0, le=20, description="after the budget, re-train this many best configurations"
+        3,
+        ge=0,
+        le=20,
+        strict=True,
+        description="after the budget, re-train this many best configurations",
     )
-    reevaluate_seeds: int = Field(3, ge=1, le=20, description="further seeds per re-evaluation")
+    reevaluate_seeds: int = Field(
+        3, ge=1, le=20, strict=True, description="further seeds per re-evaluation"
+    )
     test_split: bool = Field(
-        False, description="report the chosen configuration's loss on the held-out test split"
+        False,
+        strict=True,
+        description="report the chosen configuration's loss on the held-out test split",
     )
 
     @field_validator("name")
@@ -89,6 +127,29 @@ class SweepSpec(BaseModel):
             raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
         return task
 
+    @field_validator("task_options")
+    @classmethod
+    def _finite_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # JSON has no NaN or Infinity; an option holding one could not even be stored.
+        for key, value in _walk(options):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"task_options.{key} must be a finite number, not {value}")
+        return options
+
+    @field_validator("sampler_options")
+    @classmethod
+    def _sampler_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "sampler" not in info.data:  # the sampler itself was refused
+            return options
+        return search.sampler_options(info.data["sampler"], options).model_dump()
+
+    @field_validator("pruner_options")
+    @classmethod
+    def _pruner_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "pruner" not in info.data or "epochs" not in info.data:
+            return options
+        return search.pruner_options(info.data["pruner"], options, info.data["epochs"]).model_dump()
+
     @model_validator(mode="after")
     def _task_options_and_grid(self) -> SweepSpec:
         try:
@@ -101,9 +162,39 @@ class SweepSpec(BaseModel):
                 f"test_split: task {self.task!r} has no test split with these options "
                 "(an .npz needs X_test and y_test); leave test_split false"
             )
-        if self.sampler == "grid" and self.space.grid() is None:
-            raise ValueError("sampler 'grid' needs every parameter in space given as choices")
+        if self.sampler == "grid":
+            self._fit_budget_to_grid()
         return self
+
+    def _fit_budget_to_grid(self) -> None:
+        grid = self.space.grid()
+        if grid is None:
+            raise ValueError("sampler 'grid' needs every parameter in space given as choices")
+        size = math.prod(len(values) for values in grid.values())
+        if "n_trials" not in self.model_fields_set:
+            if size > MAX_TRIALS:
+                raise ValueError(
+                    f"the grid has {size} configurations, more than a sweep may try "
+                    f"({MAX_TRIALS}); give n_trials to try a random part of it"
+                )
+            self.n_trials = size
+        elif self.n_trials > size:
+            raise ValueError(
+                f"n_trials ({self.n_trials}) is more than the grid's {size} configurations; "
+                f"leave n_trials out to run the whole grid once"
+            )
+
+
+def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (dotted path, leaf value) in nested dicts and lists."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+    else:
+        yield path, value
 
 
 @dataclass(frozen=True)
@@ -134,6 +225,7 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
         patience=spec.patience,
         seed=spec.seed,
         max_attempts=spec.max_attempts,
+        search_options={"sampler": spec.sampler_options, "pruner": spec.pruner_options},
         baseline=spec.baseline,
         reevaluate_top=spec.reevaluate_top,
         reevaluate_seeds=spec.reevaluate_seeds,

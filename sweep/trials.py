@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,9 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import queries
+from sweep import metrics, queries
 from sweep.config import Settings
 from sweep.db import retry_on_outage, sweep_lock, transaction
+from sweep.duplicates import reuse_if_duplicate
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
 from sweep.space import Space
 from sweep.study import load_study, make_pruner, retry_callback, storage_for
@@ -30,6 +32,7 @@ from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
 T = TypeVar("T")
+GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
 
 
 RUN_ATTRS = ("worker", "attempt", "curves", "metrics", "error")  # user attrs one run writes
@@ -51,6 +54,7 @@ class Claim:
     penalty: str
     patience: int | None
     pruner: str
+    pruner_options: dict[str, Any]
     max_attempts: int
     trial_id: int
     number: int
@@ -146,7 +150,10 @@ def claim_trial(
 
     Under the sweep's lock: the sweep must be queued or running, and either a
     re-queued trial is waiting or the budget has room for a new configuration.
+    Proposals identical to a completed trial are completed with its result on
+    the way (sweep.duplicates), so a worker only gets params worth training.
     """
+    asked_at = time.perf_counter()
     with transaction(factory) as session, sweep_lock(session, sweep_id):
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
@@ -155,14 +162,19 @@ def claim_trial(
         assert isinstance(engine, Engine)
         study_id = queries.study_id(engine, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
-        waiting, started, total = queries.budget_counts(engine, study_id)
-        if waiting == 0 and started >= sweep.n_trials:
-            return None
         storage = storage_for(settings, sweep.max_attempts)
-        # A different sampler seed per claim keeps parallel workers apart, and one
-        # worker's run reproducible.
-        study = load_study(storage, sweep, sampler_seed=sweep.seed + total)
-        trial = study.ask(Space.model_validate(sweep.space).distributions())
+        distributions = Space.model_validate(sweep.space).distributions()
+        while True:
+            waiting, started, total = queries.budget_counts(engine, study_id)
+            if waiting == 0 and started >= sweep.n_trials:
+                return None
+            # A different sampler seed per claim keeps parallel workers apart, and one
+            # worker's run reproducible.
+            study = load_study(storage, sweep, trials_so_far=total)
+            trial = study.ask(distributions)
+            # A proposal that repeats a completed trial takes its result and uses up budget.
+            if not reuse_if_duplicate(engine, storage, study, study_id, trial):
+                break
         # A heartbeat now, so a worker killed before its first beat still goes stale.
         storage.record_heartbeat(trial._trial_id)
         configuration, attempt = trial.number, 1
@@ -173,6 +185,7 @@ def claim_trial(
         if sweep.status == "queued":
             sweep.status = "running"
             sweep.started_at = utcnow()
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
         return Claim(
             sweep_id=sweep.id,
             sweep_name=sweep.name,
@@ -182,6 +195,7 @@ def claim_trial(
             penalty=sweep.penalty,
             patience=sweep.patience,
             pruner=sweep.pruner,
+            pruner_options=sweep.pruner_options,
             max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
@@ -211,11 +225,12 @@ class TrialRun:
         self._max_outage_s = float(settings.grace_period * 3)
         self._stop = threading.Event()
         self._saved_epochs = -1
-        pruner = make_pruner(claim.pruner, claim.epochs)
+        pruner = make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
         self.study = self._db(
             lambda: optuna.Study(claim.study, storage=self.storage, pruner=pruner), "load"
         )
         self.trial = optuna.Trial(self.study, claim.trial_id)
+        self._epoch_started = time.perf_counter()
 
     def _db(self, call: Callable[[], T], what: str) -> T:
         try:
@@ -274,6 +289,9 @@ class TrialRun:
 
     def report(self, result: EpochResult) -> bool:
         """Record one epoch; True if the trial should stop (pruned or NaN)."""
+        now = time.perf_counter()
+        metrics.EPOCH_SECONDS.labels(self.claim.task).observe(now - self._epoch_started)
+        self._epoch_started = now
         self.curves.add(result)
         if not math.isfinite(result.val_loss):
             return True
@@ -335,7 +353,8 @@ class TrialRun:
 
 
 def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
-    """Mark the sweep completed (or failed, if nothing succeeded) once its budget is spent."""
+    """End the sweep: completed once its budget is spent and nothing runs; failed early
+    when nothing has succeeded after GIVE_UP_AFTER configurations' worth of attempts."""
     with transaction(factory) as session:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None or sweep.status not in ("queued", "running", "paused"):
@@ -346,19 +365,23 @@ def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: i
         if study_id is None:
             return
         counts = queries.state_counts(engine, study_id)
-        if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
-            return
-        if queries.configurations_started(engine, study_id) < sweep.n_trials:
-            return
-        if not queries.evaluation_finished(engine, sweep.name):
-            return
         succeeded = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        failures = counts.get("FAIL", 0)
+        hopeless = not succeeded and failures >= GIVE_UP_AFTER * sweep.max_attempts
+        if not hopeless:
+            if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
+                return
+            if queries.configurations_started(engine, study_id) < sweep.n_trials:
+                return
+            if not queries.evaluation_finished(engine, sweep.name):
+                return
         sweep.finished_at = utcnow()
         if succeeded:
             sweep.status = "completed"
             return
         sweep.status = "failed"
-        sweep.error = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        last = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        sweep.error = f"no trial succeeded in {failures} attempts; last error: {last}"
         log.error("sweep %s failed: %s", sweep.name, sweep.error)
 
 
@@ -366,4 +389,4 @@ def _last_error(storage: RDBStorage, name: str) -> str:
     study = optuna.load_study(study_name=name, storage=storage)
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     errors = [str(t.user_attrs["error"]) for t in failed if "error" in t.user_attrs]
-    return "every trial failed; last error: " + (errors[-1] if errors else "unknown")
+    return errors[-1] if errors else "unknown"

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory
+from sweep.db import make_engine, make_session_factory, transaction
 from sweep.schema import upgrade
+from sweep.tokens import create_token
 
 PG_ADMIN_URL = os.environ.get("SWEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_SQLALCHEMY_PREFIX = "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
@@ -108,8 +109,18 @@ def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
+def issue_token(url: str, role: str = "admin", **options: object) -> str:
+    """A new token of ``role`` in the database at ``url``; its secret."""
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as session:
+        issued = create_token(session, role, **options)  # type: ignore[arg-type]
+    engine.dispose()
+    return issued.secret
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    """The API, in process, on the test's database."""
-    with TestClient(create_app(settings)) as test_client:
+    """The API, in process, on the test's database, calling with an admin token."""
+    headers = {"Authorization": f"Bearer {issue_token(settings.database_url)}"}
+    with TestClient(create_app(settings), headers=headers) as test_client:
         yield test_client

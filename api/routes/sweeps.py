@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from api.deps import EngineDep, SessionDep, StorageDep
+from api.deps import EngineDep, SessionDep, StorageDep, authorize
 from api.schemas import (
     BestOut,
     ConfigurationOut,
     ErrorOut,
     EvaluationOut,
+    ImportanceOut,
     SweepCreate,
     SweepOut,
     SweepPage,
     TestOut,
 )
-from sweep import charts, queries, results, sweeps
+from sweep import charts, importance, queries, results, sweeps
 from sweep.models import SWEEP_STATUSES
 
-router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
 
 SweepName = Annotated[str, Path(pattern=sweeps.NAME_PATTERN)]
 StatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
@@ -28,7 +29,32 @@ assert set(get_args(StatusName)) == set(SWEEP_STATUSES)
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 
 
-@router.post("", status_code=201, response_model=SweepOut, responses={409: {"model": ErrorOut}})
+def _link(path: str, method: str) -> dict[str, Any]:
+    # An OpenAPI link: the created sweep's name feeds the routes under /v1/sweeps/{name}.
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "parameters": {"name": "$response.body#/name"},
+    }
+
+
+CREATED_LINKS = {
+    "GetSweep": _link("/v1/sweeps/{name}", "get"),
+    "Best": _link("/v1/sweeps/{name}/best", "get"),
+    "Top": _link("/v1/sweeps/{name}/top", "get"),
+    "Trials": _link("/v1/sweeps/{name}/trials", "get"),
+    "Pause": _link("/v1/sweeps/{name}/pause", "post"),
+    "Resume": _link("/v1/sweeps/{name}/resume", "post"),
+    "Cancel": _link("/v1/sweeps/{name}/cancel", "post"),
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SweepOut,
+    responses={201: {"links": CREATED_LINKS}, 409: {"model": ErrorOut}},
+)
 def create_sweep(
     body: SweepCreate, session: SessionDep, engine: EngineDep, storage: StorageDep
 ) -> SweepOut:
@@ -112,6 +138,14 @@ def chart(name: SweepName, session: SessionDep, engine: EngineDep) -> Response:
     """Training and validation loss per epoch: the best configuration vs p=0, λ=0 (PNG)."""
     sweep = sweeps.get_sweep(session, name)
     return Response(charts.sweep_chart(engine, sweep), media_type="image/png")
+
+
+@router.get("/{name}/importance", response_model=ImportanceOut, responses=ERRORS)
+def param_importance(name: SweepName, session: SessionDep, engine: EngineDep) -> ImportanceOut:
+    """How much dropout and weight decay each matter (409 until 5 trials completed)."""
+    sweep = sweeps.get_sweep(session, name)
+    found = importance.param_importances(engine, sweep)
+    return ImportanceOut(importances=found.importances, trials=found.trials)
 
 
 def _control(action: str, name: str, session: SessionDep, engine: EngineDep) -> SweepOut:

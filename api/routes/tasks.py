@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from api.deps import authorize
 from api.schemas import TaskOut
 from sweep.training.tasks import get_task, task_names, task_options_help
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(authorize)])
 
 
 @router.get("", response_model=list[TaskOut])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from api.deps import EngineDep, SessionDep
+from api.deps import EngineDep, SessionDep, authorize
 from api.routes.sweeps import ERRORS, SweepName
 from api.schemas import TrialDetail, TrialOut, TrialPage
 from sweep import results, sweeps
 
-router = APIRouter(prefix="/v1/sweeps/{name}/trials", tags=["trials"])
+router = APIRouter(
+    prefix="/v1/sweeps/{name}/trials", tags=["trials"], dependencies=[Depends(authorize)]
+)
 
 TrialState = Literal["WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sweep.training.tasks import EpochResult, RunConfig, TaskOptionsError
 
-_OPTIONS = {"epoch_seconds", "fail", "nan_at_epoch"}
+_OPTIONS = {"epoch_seconds", "fail", "nan_at_epoch", "nan_above_dropout"}
 
 
 class SyntheticTask:
@@ -24,7 +24,8 @@ class SyntheticTask:
     description = (
         "No training: a deterministic loss curve from the params, for testing the "
         "scheduler. Options: epoch_seconds (sleep per epoch), fail (raise in epoch 0), "
-        "nan_at_epoch (report NaN from that epoch)."
+        "nan_at_epoch (report NaN from that epoch), nan_above_dropout (only trials whose "
+        "dropout is above it go NaN, from nan_at_epoch or epoch 0)."
     )
 
     def check_options(self, options: Mapping[str, Any]) -> None:
@@ -42,6 +43,9 @@ class SyntheticTask:
         nan_at = options.get("nan_at_epoch")
         if nan_at is not None and (not isinstance(nan_at, int) or nan_at < 0):
             raise TaskOptionsError("nan_at_epoch must be a non-negative integer")
+        above = options.get("nan_above_dropout", 0.0)
+        if not isinstance(above, int | float) or not 0 <= above <= 1:
+            raise TaskOptionsError("nan_above_dropout must be a number between 0 and 1")
 
     def run(self, config: RunConfig) -> Iterator[EpochResult]:
         options = config.options
@@ -55,6 +59,9 @@ class SyntheticTask:
         )
         noise = random.Random(config.seed)
         nan_at = options.get("nan_at_epoch")
+        if "nan_above_dropout" in options:
+            diverges = p.dropout_1 > float(options["nan_above_dropout"])
+            nan_at = (nan_at or 0) if diverges else None
         for epoch in range(config.epochs):
             if options.get("epoch_seconds"):
                 time.sleep(float(options["epoch_seconds"]))

@@ -168,3 +168,36 @@ def test_a_weight_decay_grid_returns_the_chosen_values(
     trials = client.get("/v1/sweeps/grid/trials").json()["items"]
     assert {t["params"]["weight_decay"] for t in trials} <= set(grid)
     assert client.get("/v1/sweeps/grid/best").json()["params"]["weight_decay"] in grid
+
+
+def test_a_diverging_model_fails_its_trial_and_leaves_best_alone(
+    client: TestClient, settings: Settings
+) -> None:
+    # Trials with dropout above 0.35 (the synthetic optimum) report NaN from epoch 1 on.
+    create(
+        client,
+        "diverge",
+        sampler="random",
+        pruner="none",
+        n_trials=6,
+        task_options={"nan_above_dropout": 0.35, "nan_at_epoch": 1},
+    )
+    run_worker(settings)
+    sweep = client.get("/v1/sweeps/diverge").json()
+    assert sweep["status"] == "completed"
+    trials = client.get("/v1/sweeps/diverge/trials").json()["items"]
+    failed = [t for t in trials if t["state"] == "FAIL"]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    assert failed and complete and len(trials) == 6  # failed once each, not retried
+    for trial in failed:
+        assert trial["params"]["dropout"] > 0.35
+        assert "NaN" in trial["error"]
+    detail = client.get(f"/v1/sweeps/diverge/trials/{failed[0]['number']}").json()
+    assert detail["val_loss"][0] is not None and detail["val_loss"][1] is None  # null, not NaN
+
+    best = client.get("/v1/sweeps/diverge/best")
+    assert best.status_code == 200
+    assert best.json()["params"]["dropout"] <= 0.35
+    assert best.json()["value"] == min(t["value"] for t in complete)
+    top = client.get("/v1/sweeps/diverge/top", params={"k": 10}).json()
+    assert {t["number"] for t in top} == {t["number"] for t in complete}

@@ -41,10 +41,22 @@ class Processes:
             [*SWEEP, *args], env=self.env, capture_output=True, text=True, timeout=120
         )
 
+    def token(self, role: str = "user") -> str:
+        """A new API token from `sweep token create` (the database must be migrated)."""
+        created = self.run("token", "create", "--role", role, "--name", "e2e")
+        assert created.returncode == 0, created.stderr
+        return created.stdout.strip()
+
     def api(self) -> httpx.Client:
+        """`sweep api` on a free port, and a client that sends a user token (also SWEEP_TOKEN)."""
+        token = self.env["SWEEP_TOKEN"] = self.token()
         port = free_port()
         self.start("api", "--port", str(port), name="api")
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

@@ -82,10 +82,27 @@ def test_a_task_that_always_raises_ends_the_sweep_failed(
     assert Worker(settings, device="cpu", exit_when_idle=True).run() == 0
     trial_states = states(settings, "broken")
     assert trial_states == [TrialState.FAIL] * 6  # 2 configurations × 3 attempts, no more
+    study = optuna.load_study(study_name="broken", storage=settings.database_url)
+    attempts = [t.user_attrs["attempt"] for t in study.trials]
+    assert sorted(attempts) == [1, 1, 2, 2, 3, 3]
     with factory() as session:
         sweep = sweeps.get_sweep(session, "broken")
         assert sweep.status == "failed"
         assert "synthetic task asked to fail" in (sweep.error or "")
+
+
+def test_a_hopeless_sweep_fails_before_spending_its_budget(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    make_sweep(
+        settings, factory, "hopeless", n_trials=40, max_attempts=2, task_options={"fail": True}
+    )
+    assert Worker(settings, device="cpu", exit_when_idle=True).run() == 0
+    assert len(states(settings, "hopeless")) == 3 * 2  # three configurations × two attempts
+    with factory() as session:
+        sweep = sweeps.get_sweep(session, "hopeless")
+        assert sweep.status == "failed"
+        assert "no trial succeeded in 6 attempts" in (sweep.error or "")
 
 
 def test_nan_loss_fails_the_trial_without_retry(

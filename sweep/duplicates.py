@@ -1,0 +1,55 @@
+"""Duplicate configurations: a proposal identical to a completed trial takes its result.
+
+Samplers propose the same point again, most often over ``choices`` spaces. The
+claim checks each proposal, under the sweep's lock, against the sweep's
+COMPLETE trials; a twin's value, metrics and curves are copied to the new trial,
+which completes at once with ``reused_from`` set and still counts in the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from optuna.storages import RDBStorage
+from sqlalchemy import Engine
+
+from sweep import queries
+
+log = logging.getLogger("sweep.trials")
+
+COPIED_ATTRS = ("metrics", "curves", "seed")  # the run it repeats
+
+
+def reuse_if_duplicate(
+    engine: Engine, storage: RDBStorage, study: optuna.Study, study_id: int, trial: optuna.Trial
+) -> bool:
+    """Complete ``trial`` with the result of a COMPLETE trial of the same params, if any."""
+    internal = {
+        name: float(trial.distributions[name].to_internal_repr(value))
+        for name, value in trial.params.items()
+    }
+    twin = queries.complete_trial_with_params(engine, study_id, internal)
+    if twin is None:
+        return False
+    twin_id, twin_number = twin
+    source = storage.get_trial(twin_id)
+    for key in COPIED_ATTRS:
+        if key in source.user_attrs:
+            storage.set_trial_user_attr(trial._trial_id, key, source.user_attrs[key])
+    storage.set_trial_user_attr(trial._trial_id, "reused_from", twin_number)
+    study.tell(trial, source.value)
+    log.info(
+        "reuse sweep=%s trial=%d: same params as trial %d, its result copied without training",
+        study.study_name,
+        trial.number,
+        twin_number,
+        extra={
+            "event": "reuse",
+            "sweep": study.study_name,
+            "trial": trial.number,
+            "worker": None,
+            "reused_from": twin_number,
+        },
+    )
+    return True
