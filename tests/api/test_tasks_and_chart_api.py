@@ -14,14 +14,15 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from sweep.config import Settings
 from tests.api.test_sweeps_api import create, run_worker
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, issue_token
 from tests.sweep.training.test_data import BAD_FILES, _good_arrays, _save
 
 
 @pytest.fixture
 def sqlite_client(sqlite_url: str) -> Iterator[TestClient]:
     """The API on an SQLite file: for checks of the request alone, which no dialect changes."""
-    with TestClient(create_app(fast_settings(sqlite_url))) as test_client:
+    headers = {"Authorization": f"Bearer {issue_token(sqlite_url, 'user')}"}
+    with TestClient(create_app(fast_settings(sqlite_url)), headers=headers) as test_client:
         yield test_client
 
 
