@@ -1,0 +1,343 @@
+"""Many trials of the seed's MLP trained at once, as one stacked model.
+
+Member k of a ``BatchedRun`` is one trial: its own seed, dropout p, weight
+decay λ, epoch budget and patience. Its weights are slot k of tensors shaped
+[K, …]; a training step is three batched matmuls for all members, so K small
+models cost about as many kernel launches as one. Members never mix: every
+operation is per slot, so a member's curve depends on its own config alone.
+
+On the CPU a member trains exactly as ``train_epochs`` would train it alone
+(same initial weights, minibatch order and dropout masks; results equal up to
+fp32 rounding, since batched and single matmuls sum in different orders).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim.adam import adam
+
+from sweep.training.data import Splits
+from sweep.training.model import build_mlp
+from sweep.training.tasks import EpochResult, RunConfig
+from sweep.training.train import EVAL_CHUNK_ROWS
+
+PENALTIES = ("l2", "decoupled")
+
+
+@dataclass
+class _Member:
+    """One trial's place in the stack: its config and how far it has come."""
+
+    config: RunConfig
+    masks: torch.Generator  # dropout masks, as the default generator in train_epochs
+    shuffle: torch.Generator  # minibatch order, as in train_epochs
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    epochs_since_best: int = 0
+
+
+@dataclass
+class _AdamViews:
+    """Per-member slices of the stacked weights, gradients and Adam state, for torch's Adam."""
+
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    steps: list[torch.Tensor]
+
+
+class BatchedRun:
+    """K members trained together; ``step_epoch`` trains every active member one epoch.
+
+    A slot holds a member until the member has trained its epochs, stopped for
+    patience, or was ``remove``-d (pruned); a free slot takes a new trial with
+    ``replace``. All members share the data, the learning rate and the batch size.
+    """
+
+    def __init__(
+        self,
+        data: Splits,
+        configs: Sequence[RunConfig],
+        *,
+        lr: float,
+        batch_size: int,
+        device: str = "cpu",
+        capacity: int | None = None,
+    ) -> None:
+        capacity = len(configs) if capacity is None else capacity
+        if not 1 <= capacity or len(configs) > capacity:
+            raise ValueError(f"capacity must be ≥ 1 and ≥ len(configs); got {capacity}")
+        self.capacity = capacity
+        self._device = torch.device(device)
+        self._batch_size = batch_size
+        self._X_train, self._y_train = data.X_train.to(device), data.y_train.to(device)
+        self._X_val, self._y_val = data.X_val.to(device), data.y_val.to(device)
+        self._n_features, self._n_classes = data.n_features, data.n_classes
+        self._lr = lr
+
+        K = capacity
+        template = build_mlp(self._n_features, self._n_classes, 0.0, 0.0)
+        linears = [m for m in template if isinstance(m, nn.Linear)]
+        # weights as [K, in, out] and biases as [K, 1, out]: x @ W + b with torch.baddbmm
+        shapes = [s for m in linears for s in ((m.in_features, m.out_features), (1, m.out_features))]
+        self._params = [torch.zeros(K, *s, device=device, requires_grad=True) for s in shapes]
+        for param in self._params:
+            param.grad = torch.zeros_like(param)  # zeroed in place, so views of it stay valid
+        # Adam's state, stacked like the weights; a step count per member and tensor, so a
+        # trial that takes over a slot starts at step 1 whatever the others' step.
+        self._exp_avgs = [torch.zeros_like(p) for p in self._params]
+        self._exp_avg_sqs = [torch.zeros_like(p) for p in self._params]
+        self._steps = torch.zeros(K, len(self._params), device=device)
+        self._adam_views: _AdamViews | None = None  # of the active slots; rebuilt on change
+        self._keep = torch.ones(2, K, 1, 1, device=device)  # 1 - p, for the two dropouts
+        self._l2 = torch.zeros(K, 1, 1, device=device)  # λ of coupled-L2 members
+        self._shrink = torch.ones(K, 1, 1, device=device)  # 1 - ηλ of decoupled members
+        self._members: list[_Member | None] = [None] * K
+        for slot, config in enumerate(configs):
+            self.replace(slot, config)
+
+    @property
+    def active_slots(self) -> list[int]:
+        """Slots whose member is still training."""
+        return [k for k, m in enumerate(self._members) if m is not None]
+
+    @property
+    def free_slots(self) -> list[int]:
+        """Slots that can take a new trial with ``replace``."""
+        return [k for k, m in enumerate(self._members) if m is None]
+
+    def config(self, slot: int) -> RunConfig | None:
+        """The config of the member training in ``slot``, or None if it is free."""
+        member = self._members[slot]
+        return member.config if member is not None else None
+
+    def remove(self, slot: int) -> None:
+        """Stop training the member in ``slot`` (e.g. pruned); the others are not affected."""
+        self._members[slot] = None
+        self._adam_views = None
+        self._l2[slot] = 0.0
+        self._shrink[slot] = 1.0
+
+    def replace(self, slot: int, config: RunConfig) -> None:
+        """Start a new trial in ``slot`` (which must be free) from its own seed, p and λ."""
+        if self._members[slot] is not None:
+            raise ValueError(f"slot {slot} is still training; remove() its member first")
+        if config.penalty not in PENALTIES:
+            raise ValueError(f"unknown penalty {config.penalty!r}; use 'l2' or 'decoupled'")
+        if config.epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1; got {config.epochs}")
+        params = config.params
+        for p in (params.dropout_1, params.dropout_2):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"dropout must be in [0, 1); got {p}")
+
+        # The member's weights and RNG streams, drawn as train_epochs draws them,
+        # without touching the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(config.seed)
+            model = build_mlp(self._n_features, self._n_classes, 0.0, 0.0)
+            after_init = torch.get_rng_state()
+        if self._device.type == "cpu":
+            masks = torch.Generator()
+            masks.set_state(after_init)
+        else:  # train_epochs' masks come from the device's own generator, seeded alike
+            masks = torch.Generator(device=self._device).manual_seed(config.seed)
+        shuffle = torch.Generator(device=self._device).manual_seed(config.seed)
+
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+        values = [t for m in linears for t in (m.weight.T, m.bias.unsqueeze(0))]
+        with torch.no_grad():
+            for param, exp_avg, exp_avg_sq, value in zip(
+                self._params, self._exp_avgs, self._exp_avg_sqs, values, strict=True
+            ):
+                param[slot] = value
+                exp_avg[slot] = 0.0
+                exp_avg_sq[slot] = 0.0
+            self._steps[slot] = 0.0
+            self._keep[0, slot] = 1.0 - params.dropout_1
+            self._keep[1, slot] = 1.0 - params.dropout_2
+            coupled = config.penalty == "l2"
+            self._l2[slot] = params.weight_decay if coupled else 0.0
+            # 1 - ηλ rounded once from float64, as torch's AdamW rounds it
+            self._shrink[slot] = 1.0 if coupled else 1.0 - self._lr * params.weight_decay
+        self._members[slot] = _Member(config, masks, shuffle)
+        self._adam_views = None
+
+    def step_epoch(self) -> list[EpochResult | None]:
+        """Train every active member one epoch; its result at its slot, None at free slots.
+
+        A member that has now trained all its epochs, or has gone ``patience``
+        epochs without a better validation loss, leaves its slot free. The
+        results are read from the device once for all members.
+        """
+        members = list(self._members)
+        if all(m is None for m in members):
+            return [None] * self.capacity
+        train_sum = self._train_one_epoch(members)
+        val_sum, correct = self._evaluate()
+        rows = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
+        n_train, n_val = len(self._y_train), len(self._y_val)
+
+        results: list[EpochResult | None] = []
+        for slot, member in enumerate(members):
+            if member is None:
+                results.append(None)
+                continue
+            val_loss = rows[1][slot] / n_val
+            results.append(
+                EpochResult(member.epoch, rows[0][slot] / n_train, val_loss, rows[2][slot] / n_val)
+            )
+            if val_loss < member.best_val_loss:
+                member.best_val_loss, member.epochs_since_best = val_loss, 0
+            else:
+                member.epochs_since_best += 1
+            member.epoch += 1
+            patience = member.config.patience
+            out_of_patience = patience is not None and member.epochs_since_best >= patience
+            if member.epoch >= member.config.epochs or out_of_patience:
+                self.remove(slot)
+        return results
+
+    def _train_one_epoch(self, members: list[_Member | None]) -> torch.Tensor:
+        n_train = len(self._y_train)
+        orders = torch.stack(
+            [
+                torch.randperm(n_train, device=self._device, generator=m.shuffle)
+                if m is not None
+                else torch.arange(n_train, device=self._device)
+                for m in members
+            ]
+        )
+        dropping = [
+            [k for k, m in enumerate(members) if m is not None and p(m) > 0.0]
+            for p in (_dropout_1, _dropout_2)
+        ]
+        decoupled = any(m is not None and m.config.penalty == "decoupled" for m in members)
+        coupled = any(
+            m is not None and m.config.penalty == "l2" and m.config.params.weight_decay > 0
+            for m in members
+        )
+        train_sum = torch.zeros(self.capacity, device=self._device)
+        for start in range(0, n_train, self._batch_size):
+            batch = orders[:, start : start + self._batch_size]
+            masks = self._dropout_masks(members, dropping, batch.shape[1])
+            logits = self._forward(self._X_train[batch], masks)
+            labels = self._y_train[batch]
+            losses = nn.functional.cross_entropy(
+                logits.flatten(0, 1), labels.flatten(), reduction="none"
+            ).view(labels.shape)
+            loss = losses.mean(dim=1)  # each member's mean over its minibatch
+            loss.sum().backward()  # members share no weights: each gets its own gradient
+            with torch.no_grad():
+                if coupled:  # Adam(weight_decay=λ): the gradient gets + λw
+                    for param in self._params:
+                        assert param.grad is not None
+                        param.grad.addcmul_(param, self._l2)
+                if decoupled:  # AdamW: w ← (1 - ηλ)w before the Adam step
+                    for param in self._params:
+                        param.mul_(self._shrink)
+                self._adam_step()
+                for param in self._params:
+                    assert param.grad is not None
+                    param.grad.zero_()  # in place: the members' grads are views of it
+                train_sum += loss.detach() * batch.shape[1]
+        return train_sum
+
+    def _adam_step(self) -> None:
+        """One fused Adam step (torch's kernel, as in train_epochs) for the active members."""
+        if self._adam_views is None:
+            self._adam_views = self._views_of_active_slots()
+        views = self._adam_views
+        adam(
+            views.params,
+            views.grads,
+            views.exp_avgs,
+            views.exp_avg_sqs,
+            [],
+            views.steps,
+            fused=True,
+            amsgrad=False,
+            beta1=0.9,
+            beta2=0.999,
+            lr=self._lr,
+            weight_decay=0.0,  # applied per member by the caller
+            eps=1e-8,
+            maximize=False,
+        )
+
+    def _views_of_active_slots(self) -> _AdamViews:
+        views = _AdamViews([], [], [], [], [])
+        for k in self.active_slots:
+            for j, param in enumerate(self._params):
+                assert param.grad is not None
+                views.params.append(param.detach()[k])
+                views.grads.append(param.grad[k])
+                views.exp_avgs.append(self._exp_avgs[j][k])
+                views.exp_avg_sqs.append(self._exp_avg_sqs[j][k])
+                views.steps.append(self._steps[k, j])
+        return views
+
+    def _dropout_masks(
+        self, members: list[_Member | None], dropping: list[list[int]], rows: int
+    ) -> list[torch.Tensor | None]:
+        """Inverted-dropout multipliers (0 or 1/(1-p)), one [K, rows, width] tensor per layer.
+
+        Each member draws from its own generator, in the order nn.Dropout draws
+        (layer 1, then layer 2, every step), so its masks are those of its lone run.
+        """
+        masks: list[torch.Tensor | None] = []
+        for layer, slots in enumerate(dropping):
+            if not slots:
+                masks.append(None)
+                continue
+            width = self._params[2 * layer].shape[2]
+            noise = torch.ones(self.capacity, rows, width, device=self._device)
+            for k in slots:
+                member = members[k]
+                assert member is not None
+                keep = 1.0 - (_dropout_1, _dropout_2)[layer](member)
+                noise[k].bernoulli_(keep, generator=member.masks)
+            masks.append(noise.div_(self._keep[layer]))
+        return masks
+
+    def _forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        W1, b1, W2, b2, W3, b3 = self._params
+        h = torch.baddbmm(b1, x, W1).relu_()
+        if masks[0] is not None:
+            h = h * masks[0]
+        h = torch.baddbmm(b2, h, W2).relu_()
+        if masks[1] is not None:
+            h = h * masks[1]
+        return torch.baddbmm(b3, h, W3)
+
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed validation loss and correct predictions of every slot, dropout off."""
+        K, n_val = self.capacity, len(self._y_val)
+        val_sum = torch.zeros(K, device=self._device)
+        correct = torch.zeros(K, device=self._device)
+        chunk = max(1, EVAL_CHUNK_ROWS // K)  # bounds memory: K x chunk x 256 activations
+        no_masks = (None, None)
+        with torch.no_grad():
+            for start in range(0, n_val, chunk):
+                x = self._X_val[start : start + chunk]
+                labels = self._y_val[start : start + chunk]
+                logits = self._forward(x.expand(K, *x.shape), no_masks)
+                val_sum += nn.functional.cross_entropy(
+                    logits.flatten(0, 1), labels.repeat(K), reduction="none"
+                ).view(K, -1).sum(dim=1)
+                correct += (logits.argmax(dim=2) == labels).sum(dim=1)
+        return val_sum, correct
+
+
+def _dropout_1(member: _Member) -> float:
+    return member.config.params.dropout_1
+
+
+def _dropout_2(member: _Member) -> float:
+    return member.config.params.dropout_2
