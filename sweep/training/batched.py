@@ -2,13 +2,15 @@
 
 Member k of a ``BatchedRun`` is one trial: its own seed, dropout p, weight
 decay λ, epoch budget and patience. Its weights are slot k of tensors shaped
-[K, …]; a training step is three batched matmuls for all members, so K small
-models cost about as many kernel launches as one. Members never mix: every
-operation is per slot, so a member's curve depends on its own config alone.
+[K, …]; a training step is three batched matmuls (``torch.baddbmm``) for all
+members, so K small models cost about as many kernel launches as one.
 
-On the CPU a member trains exactly as ``train_epochs`` would train it alone
-(same initial weights, minibatch order and dropout masks; results equal up to
-fp32 rounding, since batched and single matmuls sum in different orders).
+Members never mix: every operation is per slot and every random draw comes
+from the member's own generators, so a member's curve depends on its config
+alone — not on its slot, its neighbours, or who was pruned. A member starts
+from the weights and minibatch order ``train_epochs`` gives the same seed;
+its dropout masks are drawn its own way (see ``_dropout_masks``), so with
+dropout 0 it reproduces ``train_epochs`` up to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from sweep.training.tasks import EpochResult, RunConfig
 from sweep.training.train import EVAL_CHUNK_ROWS
 
 PENALTIES = ("l2", "decoupled")
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_epochs uses them
+ADAM_EPS = 1e-8
 
 
 @dataclass
@@ -34,11 +38,15 @@ class _Member:
     """One trial's place in the stack: its config and how far it has come."""
 
     config: RunConfig
-    masks: torch.Generator  # dropout masks, as the default generator in train_epochs
-    shuffle: torch.Generator  # minibatch order, as in train_epochs
+    masks: torch.Generator  # its dropout masks
+    shuffle: torch.Generator  # its minibatch order, as in train_epochs
     epoch: int = 0
     best_val_loss: float = math.inf
     epochs_since_best: int = 0
+
+    @property
+    def drops(self) -> bool:
+        return self.config.params.dropout_1 > 0.0 or self.config.params.dropout_2 > 0.0
 
 
 @dataclass
@@ -53,11 +61,11 @@ class _AdamViews:
 
 
 class BatchedRun:
-    """K members trained together; ``step_epoch`` trains every active member one epoch.
+    """Up to ``capacity`` trials trained together; ``step_epoch`` trains each active one an epoch.
 
-    A slot holds a member until the member has trained its epochs, stopped for
+    A slot holds a member until the member has trained its epochs, run out of
     patience, or was ``remove``-d (pruned); a free slot takes a new trial with
-    ``replace``. All members share the data, the learning rate and the batch size.
+    ``replace``. Members share the data, learning rate, batch size and device.
     """
 
     def __init__(
@@ -70,35 +78,41 @@ class BatchedRun:
         device: str = "cpu",
         capacity: int | None = None,
     ) -> None:
-        capacity = len(configs) if capacity is None else capacity
-        if not 1 <= capacity or len(configs) > capacity:
-            raise ValueError(f"capacity must be ≥ 1 and ≥ len(configs); got {capacity}")
-        self.capacity = capacity
+        K = len(configs) if capacity is None else capacity
+        if K < 1 or len(configs) > K:
+            raise ValueError(f"capacity must be at least 1 and len(configs); got {capacity}")
+        self.capacity = K
         self._device = torch.device(device)
-        self._batch_size = batch_size
+        self._lr, self._batch_size = lr, batch_size
         self._X_train, self._y_train = data.X_train.to(device), data.y_train.to(device)
         self._X_val, self._y_val = data.X_val.to(device), data.y_val.to(device)
         self._n_features, self._n_classes = data.n_features, data.n_classes
-        self._lr = lr
 
-        K = capacity
-        template = build_mlp(self._n_features, self._n_classes, 0.0, 0.0)
+        with torch.random.fork_rng(devices=[]):  # only its shapes are used
+            template = build_mlp(self._n_features, self._n_classes, 0.0, 0.0)
         linears = [m for m in template if isinstance(m, nn.Linear)]
-        # weights as [K, in, out] and biases as [K, 1, out]: x @ W + b with torch.baddbmm
-        shapes = [s for m in linears for s in ((m.in_features, m.out_features), (1, m.out_features))]
+        self._widths = [m.out_features for m in linears[:-1]]  # the two dropout layers
+        # weights [K, in, out] and biases [K, 1, out]: h = baddbmm(b, x, W) = x @ W + b
+        shapes = [
+            s for m in linears for s in ((m.in_features, m.out_features), (1, m.out_features))
+        ]
         self._params = [torch.zeros(K, *s, device=device, requires_grad=True) for s in shapes]
         for param in self._params:
             param.grad = torch.zeros_like(param)  # zeroed in place, so views of it stay valid
-        # Adam's state, stacked like the weights; a step count per member and tensor, so a
-        # trial that takes over a slot starts at step 1 whatever the others' step.
+        # Adam's state, stacked like the weights, with a step count per member and tensor:
+        # a trial that takes over a slot starts at step 1 whatever the others' step.
         self._exp_avgs = [torch.zeros_like(p) for p in self._params]
         self._exp_avg_sqs = [torch.zeros_like(p) for p in self._params]
         self._steps = torch.zeros(K, len(self._params), device=device)
         self._adam_views: _AdamViews | None = None  # of the active slots; rebuilt on change
-        self._keep = torch.ones(2, K, 1, 1, device=device)  # 1 - p, for the two dropouts
-        self._l2 = torch.zeros(K, 1, 1, device=device)  # λ of coupled-L2 members
-        self._shrink = torch.ones(K, 1, 1, device=device)  # 1 - ηλ of decoupled members
+
+        self._keep = torch.ones(2, K, 1, 1, device=device)  # 1 - p of each dropout layer
+        self._l2 = torch.zeros(K, 1, 1, device=device)  # λ of coupled-L2 members, else 0
+        self._shrink = torch.ones(K, 1, 1, device=device)  # 1 - ηλ of decoupled members, else 1
+        # uniform draws behind the dropout masks; zeros (always kept) where no member drew
+        self._uniform = torch.zeros(K, batch_size, sum(self._widths), device=device)
         self._members: list[_Member | None] = [None] * K
+        self._last_configs: list[RunConfig | None] = [None] * K
         for slot, config in enumerate(configs):
             self.replace(slot, config)
 
@@ -113,40 +127,58 @@ class BatchedRun:
         return [k for k, m in enumerate(self._members) if m is None]
 
     def config(self, slot: int) -> RunConfig | None:
-        """The config of the member training in ``slot``, or None if it is free."""
+        """The config of the member training in ``slot``, or None if the slot is free."""
         member = self._members[slot]
         return member.config if member is not None else None
 
+    def model(self, slot: int) -> nn.Sequential:
+        """A copy of the slot's current (or last) member as the ``build_mlp`` model it trains.
+
+        The weights stay in the slot after the member finished or was removed,
+        until ``replace`` starts a new one there.
+        """
+        config = self._last_configs[slot]
+        if config is None:
+            raise ValueError(f"slot {slot} has never held a member")
+        p = config.params
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten anyway
+            model = build_mlp(self._n_features, self._n_classes, p.dropout_1, p.dropout_2)
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+        stacked = zip(self._params[::2], self._params[1::2], strict=True)
+        with torch.no_grad():
+            for linear, (W, b) in zip(linears, stacked, strict=True):
+                linear.weight.copy_(W[slot].T)
+                linear.bias.copy_(b[slot, 0])
+        return model.to(self._device)
+
     def remove(self, slot: int) -> None:
-        """Stop training the member in ``slot`` (e.g. pruned); the others are not affected."""
+        """Stop training the member in ``slot`` (e.g. pruned); the others do not notice."""
         self._members[slot] = None
         self._adam_views = None
-        self._l2[slot] = 0.0
-        self._shrink[slot] = 1.0
 
     def replace(self, slot: int, config: RunConfig) -> None:
-        """Start a new trial in ``slot`` (which must be free) from its own seed, p and λ."""
+        """Start a new trial in the free ``slot``: fresh weights and Adam state from its seed."""
         if self._members[slot] is not None:
             raise ValueError(f"slot {slot} is still training; remove() its member first")
         if config.penalty not in PENALTIES:
             raise ValueError(f"unknown penalty {config.penalty!r}; use 'l2' or 'decoupled'")
         if config.epochs < 1:
-            raise ValueError(f"epochs must be ≥ 1; got {config.epochs}")
+            raise ValueError(f"epochs must be at least 1; got {config.epochs}")
         params = config.params
         for p in (params.dropout_1, params.dropout_2):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"dropout must be in [0, 1); got {p}")
 
-        # The member's weights and RNG streams, drawn as train_epochs draws them,
-        # without touching the caller's global random state.
+        # Weights as train_epochs draws them (torch.manual_seed, then build_mlp), without
+        # touching the caller's global random state.
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(config.seed)
+            torch.default_generator.manual_seed(config.seed)
             model = build_mlp(self._n_features, self._n_classes, 0.0, 0.0)
             after_init = torch.get_rng_state()
-        if self._device.type == "cpu":
+        if self._device.type == "cpu":  # masks continue the stream that drew the weights
             masks = torch.Generator()
             masks.set_state(after_init)
-        else:  # train_epochs' masks come from the device's own generator, seeded alike
+        else:
             masks = torch.Generator(device=self._device).manual_seed(config.seed)
         shuffle = torch.Generator(device=self._device).manual_seed(config.seed)
 
@@ -164,24 +196,25 @@ class BatchedRun:
             self._keep[1, slot] = 1.0 - params.dropout_2
             coupled = config.penalty == "l2"
             self._l2[slot] = params.weight_decay if coupled else 0.0
-            # 1 - ηλ rounded once from float64, as torch's AdamW rounds it
+            # rounded once from float64, as torch's AdamW computes 1 - ηλ
             self._shrink[slot] = 1.0 if coupled else 1.0 - self._lr * params.weight_decay
         self._members[slot] = _Member(config, masks, shuffle)
+        self._last_configs[slot] = config
         self._adam_views = None
 
     def step_epoch(self) -> list[EpochResult | None]:
-        """Train every active member one epoch; its result at its slot, None at free slots.
+        """Train every active member one epoch: its result at its slot, None at free slots.
 
-        A member that has now trained all its epochs, or has gone ``patience``
-        epochs without a better validation loss, leaves its slot free. The
-        results are read from the device once for all members.
+        A member that has now trained all its epochs, or gone ``patience`` epochs
+        without a better validation loss, leaves its slot free. The results of all
+        members are read from the device at once, at the end of the epoch.
         """
         members = list(self._members)
         if all(m is None for m in members):
             return [None] * self.capacity
         train_sum = self._train_one_epoch(members)
         val_sum, correct = self._evaluate()
-        rows = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
+        sums = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
         n_train, n_val = len(self._y_train), len(self._y_val)
 
         results: list[EpochResult | None] = []
@@ -189,10 +222,9 @@ class BatchedRun:
             if member is None:
                 results.append(None)
                 continue
-            val_loss = rows[1][slot] / n_val
-            results.append(
-                EpochResult(member.epoch, rows[0][slot] / n_train, val_loss, rows[2][slot] / n_val)
-            )
+            val_loss = sums[1][slot] / n_val
+            train_loss, accuracy = sums[0][slot] / n_train, sums[2][slot] / n_val
+            results.append(EpochResult(member.epoch, train_loss, val_loss, accuracy))
             if val_loss < member.best_val_loss:
                 member.best_val_loss, member.epochs_since_best = val_loss, 0
             else:
@@ -205,52 +237,50 @@ class BatchedRun:
         return results
 
     def _train_one_epoch(self, members: list[_Member | None]) -> torch.Tensor:
-        n_train = len(self._y_train)
+        """Train the active members one epoch; the summed training loss of every slot."""
+        n_train, device = len(self._y_train), self._device
+        unused = torch.arange(n_train, device=device)
         orders = torch.stack(
             [
-                torch.randperm(n_train, device=self._device, generator=m.shuffle)
-                if m is not None
-                else torch.arange(n_train, device=self._device)
+                torch.randperm(n_train, device=device, generator=m.shuffle) if m else unused
                 for m in members
             ]
         )
-        dropping = [
-            [k for k, m in enumerate(members) if m is not None and p(m) > 0.0]
-            for p in (_dropout_1, _dropout_2)
-        ]
+        dropping = [m for m in members if m is not None and m.drops]
         decoupled = any(m is not None and m.config.penalty == "decoupled" for m in members)
         coupled = any(
             m is not None and m.config.penalty == "l2" and m.config.params.weight_decay > 0
             for m in members
         )
-        train_sum = torch.zeros(self.capacity, device=self._device)
+        train_sum = torch.zeros(self.capacity, device=device)
         for start in range(0, n_train, self._batch_size):
             batch = orders[:, start : start + self._batch_size]
-            masks = self._dropout_masks(members, dropping, batch.shape[1])
+            masks = self._dropout_masks(members, batch.shape[1]) if dropping else (None, None)
             logits = self._forward(self._X_train[batch], masks)
             labels = self._y_train[batch]
             losses = nn.functional.cross_entropy(
                 logits.flatten(0, 1), labels.flatten(), reduction="none"
             ).view(labels.shape)
             loss = losses.mean(dim=1)  # each member's mean over its minibatch
-            loss.sum().backward()  # members share no weights: each gets its own gradient
+            # members share no weights: the gradient of the sum is each member's own
+            torch.autograd.backward(loss.sum())
             with torch.no_grad():
                 if coupled:  # Adam(weight_decay=λ): the gradient gets + λw
                     for param in self._params:
                         assert param.grad is not None
                         param.grad.addcmul_(param, self._l2)
-                if decoupled:  # AdamW: w ← (1 - ηλ)w before the Adam step
+                if decoupled:  # AdamW: w ← (1 - ηλ)w, then the Adam step
                     for param in self._params:
                         param.mul_(self._shrink)
                 self._adam_step()
                 for param in self._params:
                     assert param.grad is not None
-                    param.grad.zero_()  # in place: the members' grads are views of it
+                    param.grad.zero_()
                 train_sum += loss.detach() * batch.shape[1]
         return train_sum
 
     def _adam_step(self) -> None:
-        """One fused Adam step (torch's kernel, as in train_epochs) for the active members."""
+        """One step of torch's fused Adam over the active members' slices."""
         if self._adam_views is None:
             self._adam_views = self._views_of_active_slots()
         views = self._adam_views
@@ -261,13 +291,13 @@ class BatchedRun:
             views.exp_avg_sqs,
             [],
             views.steps,
-            fused=True,
+            fused=True,  # as train_epochs: one kernel for every tensor
             amsgrad=False,
-            beta1=0.9,
-            beta2=0.999,
+            beta1=ADAM_BETAS[0],
+            beta2=ADAM_BETAS[1],
             lr=self._lr,
-            weight_decay=0.0,  # applied per member by the caller
-            eps=1e-8,
+            weight_decay=0.0,  # λ is per member: applied to the stack before this step
+            eps=ADAM_EPS,
             maximize=False,
         )
 
@@ -284,27 +314,26 @@ class BatchedRun:
         return views
 
     def _dropout_masks(
-        self, members: list[_Member | None], dropping: list[list[int]], rows: int
-    ) -> list[torch.Tensor | None]:
-        """Inverted-dropout multipliers (0 or 1/(1-p)), one [K, rows, width] tensor per layer.
+        self, members: list[_Member | None], rows: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverted-dropout multipliers of both layers: 0, or 1/(1-p) with probability 1-p.
 
-        Each member draws from its own generator, in the order nn.Dropout draws
-        (layer 1, then layer 2, every step), so its masks are those of its lone run.
+        Each member with dropout draws one [rows, 256 + 128] block of uniforms per
+        step from its own generator (a unit is kept where u < 1-p). One uniform
+        draw per member is several times cheaper on the CPU than two
+        ``bernoulli_`` calls, and the draws of a member do not depend on the others.
         """
-        masks: list[torch.Tensor | None] = []
-        for layer, slots in enumerate(dropping):
-            if not slots:
-                masks.append(None)
-                continue
-            width = self._params[2 * layer].shape[2]
-            noise = torch.ones(self.capacity, rows, width, device=self._device)
-            for k in slots:
-                member = members[k]
-                assert member is not None
-                keep = 1.0 - (_dropout_1, _dropout_2)[layer](member)
-                noise[k].bernoulli_(keep, generator=member.masks)
-            masks.append(noise.div_(self._keep[layer]))
-        return masks
+        uniform = self._uniform[:, :rows]
+        for k, member in enumerate(members):
+            if member is not None and member.drops:
+                uniform[k].uniform_(generator=member.masks)
+        width_1 = self._widths[0]
+        layers = (uniform[..., :width_1], uniform[..., width_1:])
+        keep_1, keep_2 = self._keep
+        return (
+            torch.where(layers[0] < keep_1, keep_1.reciprocal(), 0.0),
+            torch.where(layers[1] < keep_2, keep_2.reciprocal(), 0.0),
+        )
 
     def _forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
         W1, b1, W2, b2, W3, b3 = self._params
@@ -322,22 +351,17 @@ class BatchedRun:
         val_sum = torch.zeros(K, device=self._device)
         correct = torch.zeros(K, device=self._device)
         chunk = max(1, EVAL_CHUNK_ROWS // K)  # bounds memory: K x chunk x 256 activations
-        no_masks = (None, None)
         with torch.no_grad():
             for start in range(0, n_val, chunk):
                 x = self._X_val[start : start + chunk]
                 labels = self._y_val[start : start + chunk]
-                logits = self._forward(x.expand(K, *x.shape), no_masks)
-                val_sum += nn.functional.cross_entropy(
-                    logits.flatten(0, 1), labels.repeat(K), reduction="none"
-                ).view(K, -1).sum(dim=1)
+                logits = self._forward(x.expand(K, *x.shape), (None, None))
+                val_sum += (
+                    nn.functional.cross_entropy(
+                        logits.flatten(0, 1), labels.repeat(K), reduction="none"
+                    )
+                    .view(K, -1)
+                    .sum(dim=1)
+                )
                 correct += (logits.argmax(dim=2) == labels).sum(dim=1)
         return val_sum, correct
-
-
-def _dropout_1(member: _Member) -> float:
-    return member.config.params.dropout_1
-
-
-def _dropout_2(member: _Member) -> float:
-    return member.config.params.dropout_2
