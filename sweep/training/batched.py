@@ -51,10 +51,10 @@ class _Member:
 
 @dataclass
 class _AdamViews:
-    """Per-member slices of the stacked weights, gradients and Adam state, for torch's Adam."""
+    """Per-member slices of the stacked weights and Adam state, for torch's Adam."""
 
+    slots: list[int]
     params: list[torch.Tensor]
-    grads: list[torch.Tensor]
     exp_avgs: list[torch.Tensor]
     exp_avg_sqs: list[torch.Tensor]
     steps: list[torch.Tensor]
@@ -97,8 +97,6 @@ class BatchedRun:
             s for m in linears for s in ((m.in_features, m.out_features), (1, m.out_features))
         ]
         self._params = [torch.zeros(K, *s, device=device, requires_grad=True) for s in shapes]
-        for param in self._params:
-            param.grad = torch.zeros_like(param)  # zeroed in place, so views of it stay valid
         # Adam's state, stacked like the weights, with a step count per member and tensor:
         # a trial that takes over a slot starts at step 1 whatever the others' step.
         self._exp_avgs = [torch.zeros_like(p) for p in self._params]
@@ -263,30 +261,27 @@ class BatchedRun:
             ).view(labels.shape)
             loss = losses.mean(dim=1)  # each member's mean over its minibatch
             # members share no weights: the gradient of the sum is each member's own
-            torch.autograd.backward(loss.sum())
+            grads = torch.autograd.grad(loss.sum(), self._params)
             with torch.no_grad():
                 if coupled:  # Adam(weight_decay=λ): the gradient gets + λw
-                    for param in self._params:
-                        assert param.grad is not None
-                        param.grad.addcmul_(param, self._l2)
+                    for grad, param in zip(grads, self._params, strict=True):
+                        grad.addcmul_(param, self._l2)
                 if decoupled:  # AdamW: w ← (1 - ηλ)w, then the Adam step
                     for param in self._params:
                         param.mul_(self._shrink)
-                self._adam_step()
-                for param in self._params:
-                    assert param.grad is not None
-                    param.grad.zero_()
+                self._adam_step(grads)
                 train_sum += loss.detach() * batch.shape[1]
         return train_sum
 
-    def _adam_step(self) -> None:
+    def _adam_step(self, grads: Sequence[torch.Tensor]) -> None:
         """One step of torch's fused Adam over the active members' slices."""
         if self._adam_views is None:
             self._adam_views = self._views_of_active_slots()
         views = self._adam_views
+        members = [g.unbind(0) for g in grads]  # one view per member, in C++
         adam(
             views.params,
-            views.grads,
+            [members[j][k] for k in views.slots for j in range(len(grads))],
             views.exp_avgs,
             views.exp_avg_sqs,
             [],
@@ -302,12 +297,10 @@ class BatchedRun:
         )
 
     def _views_of_active_slots(self) -> _AdamViews:
-        views = _AdamViews([], [], [], [], [])
-        for k in self.active_slots:
+        views = _AdamViews(self.active_slots, [], [], [], [])
+        for k in views.slots:
             for j, param in enumerate(self._params):
-                assert param.grad is not None
                 views.params.append(param.detach()[k])
-                views.grads.append(param.grad[k])
                 views.exp_avgs.append(self._exp_avgs[j][k])
                 views.exp_avg_sqs.append(self._exp_avg_sqs[j][k])
                 views.steps.append(self._steps[k, j])
