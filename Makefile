@@ -10,8 +10,8 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --find-links /opt/wheels "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install -qq --find-links /opt/wheels "$(TORCH)"
+	$(PY) -m pip install -qq -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

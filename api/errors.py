@@ -7,8 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.exc import DBAPIError
 
+from sweep.db import is_outage
 from sweep.errors import (
     AlreadyExists,
     DatabaseUnavailable,
@@ -57,9 +59,12 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
-    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+    @app.exception_handler(StorageInternalError)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_outage(exc):
+            log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+            return JSONResponse({"detail": "internal error; see the API's log"}, status_code=500)
+        log.warning("database unavailable on %s %s", request.method, request.url.path)
         message = DatabaseUnavailable().message
         return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "5"})

@@ -22,7 +22,7 @@ class SweepCreate(SweepSpec):
                     "name": "digits-reg",
                     "task": "digits-mlp",
                     "n_trials": 40,
-                    "epochs": 60,
+                    "epochs": 120,
                     "space": {
                         "dropout": {"low": 0.2, "high": 0.5},
                         "weight_decay": {"low": 1e-5, "high": 1e-2, "log": True},

@@ -26,7 +26,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 TERMINAL = ("completed", "cancelled", "failed")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
@@ -116,12 +116,31 @@ def worker(
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="exit once no sweep has work")
     ] = False,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="'all' or indices like 0,1: one worker process per GPU"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=256, help="CPU worker processes sharing the cores")
+    ] = 1,
 ) -> None:
     """Pull trials of running sweeps from the database and train them."""
+    from sweep.supervisor import NoGpuError, Supervisor, visible_gpu_ids, worker_children
     from sweep.worker import Worker
 
     _logging()
-    raise typer.Exit(Worker(_settings(), device=device, exit_when_idle=exit_when_idle).run())
+    settings = _settings()
+    if gpus is None and workers == 1:
+        raise typer.Exit(Worker(settings, device=device, exit_when_idle=exit_when_idle).run())
+    try:
+        gpu_ids = visible_gpu_ids(gpus) if gpus is not None else None
+    except (NoGpuError, ValueError) as exc:
+        _fail(str(exc))
+    children = worker_children(
+        gpus=gpu_ids, workers=workers, exit_when_idle=exit_when_idle, extra_args=[]
+    )
+    console.print(f"starting {len(children)} workers: {', '.join(c.label for c in children)}")
+    raise typer.Exit(Supervisor(children).run())
 
 
 # ---- database ------------------------------------------------------------------------------
@@ -157,7 +176,7 @@ def submit(
     name: Annotated[str, typer.Argument(help="the sweep's unique name")],
     task: Annotated[str, typer.Option(help="registered task")] = "digits-mlp",
     n_trials: Annotated[int, typer.Option(help="configurations to try")] = 40,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 60,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 120,
     sampler: Annotated[str, typer.Option(help="tpe, random, grid, qmc or gp")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median, percentile, hyperband, …, none")] = "median",
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
@@ -313,7 +332,7 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
 @app.command()
 def up(
     n_trials: Annotated[int, typer.Option(help="trials of the default sweep")] = 30,
-    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 60,
+    epochs: Annotated[int, typer.Option(help="epochs per trial")] = 120,
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
 ) -> None:
     """Migrate, start the API and a worker, run a default sweep, then keep serving until Ctrl-C."""

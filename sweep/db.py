@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_S = 30
+T = TypeVar("T")
+log = logging.getLogger("sweep.db")
 
 
 def is_sqlite(url: str) -> bool:
@@ -32,16 +37,28 @@ def engine_options(url: str) -> dict[str, Any]:
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
     engine = create_engine(url, **engine_options(url))
-    if is_sqlite(url):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
-            cursor.close()
-
+    tune_sqlite(engine)
     return engine
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """Give every new SQLite connection of ``engine`` WAL mode and a busy timeout.
+
+    In WAL mode ``synchronous=NORMAL`` is what SQLite recommends: a crash of the
+    process loses nothing; only a power loss can drop the last commits.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener was attached get it too
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -89,3 +106,33 @@ def sweep_lock(session: Session, sweep_id: int) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) means the database could not be reached.
+
+    Optuna wraps driver errors in StorageInternalError, so the cause chain is searched.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OperationalError | InterfaceError):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def retry_on_outage(call: Callable[[], T], *, max_wait_s: float, what: str) -> T:
+    """Run ``call``; while the database is unreachable, retry with backoff for ``max_wait_s``."""
+    delay = 0.2
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not is_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable during %s; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

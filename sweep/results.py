@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial
 from sqlalchemy import Engine
 
 from sweep import queries
@@ -33,23 +31,31 @@ class TrialResult:
     curves: dict[str, list[float]]
 
     @classmethod
-    def from_frozen(cls, trial: FrozenTrial) -> TrialResult:
-        attrs = trial.user_attrs
+    def from_row(cls, row: queries.TrialRow) -> TrialResult:
+        attrs = row.user_attrs
         metrics = dict(attrs.get("metrics", {}))
         return cls(
-            number=trial.number,
-            state=trial.state.name,
-            params=dict(trial.params),
-            value=trial.value if trial.state.name == "COMPLETE" else None,
+            number=row.number,
+            state=row.state,
+            params=row.params,
+            value=row.value if row.state == "COMPLETE" else None,
             epoch=metrics.get("epoch"),
             metrics=metrics,
             attempt=int(attrs.get("attempt", 1)),
             worker=attrs.get("worker"),
             error=attrs.get("error"),
-            started_at=trial.datetime_start,
-            finished_at=trial.datetime_complete,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
             curves=dict(attrs.get("curves", {})),
         )
+
+
+SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error")
+DETAIL_ATTRS = (*SUMMARY_ATTRS, "curves")
+
+
+def _results(engine: Engine, ids: list[int], keys: tuple[str, ...]) -> list[TrialResult]:
+    return [TrialResult.from_row(row) for row in queries.trial_rows(engine, ids, keys)]
 
 
 def _study_id(engine: Engine, sweep: Sweep) -> int:
@@ -59,15 +65,16 @@ def _study_id(engine: Engine, sweep: Sweep) -> int:
     return study
 
 
-def top_trials(engine: Engine, storage: RDBStorage, sweep: Sweep, k: int) -> list[TrialResult]:
+def top_trials(engine: Engine, sweep: Sweep, k: int) -> list[TrialResult]:
     """The ``k`` completed trials with the lowest validation loss, best first."""
-    ids = queries.best_trial_ids(engine, _study_id(engine, sweep), k)
-    return [TrialResult.from_frozen(storage.get_trial(trial_id)) for trial_id in ids]
+    return _results(
+        engine, queries.best_trial_ids(engine, _study_id(engine, sweep), k), SUMMARY_ATTRS
+    )
 
 
-def best_trial(engine: Engine, storage: RDBStorage, sweep: Sweep) -> TrialResult:
+def best_trial(engine: Engine, sweep: Sweep) -> TrialResult:
     """The completed trial with the lowest validation loss; NoResultYet before there is one."""
-    best = top_trials(engine, storage, sweep, 1)
+    best = top_trials(engine, sweep, 1)
     if not best:
         raise NoResultYet(f"no trial of sweep {sweep.name!r} has completed yet; try again later")
     return best[0]
@@ -75,7 +82,6 @@ def best_trial(engine: Engine, storage: RDBStorage, sweep: Sweep) -> TrialResult
 
 def trial_page(
     engine: Engine,
-    storage: RDBStorage,
     sweep: Sweep,
     *,
     after_number: int = -1,
@@ -86,12 +92,12 @@ def trial_page(
     ids = queries.trial_ids_page(
         engine, _study_id(engine, sweep), after_number=after_number, limit=limit, state=state
     )
-    return [TrialResult.from_frozen(storage.get_trial(trial_id)) for trial_id in ids]
+    return _results(engine, ids, SUMMARY_ATTRS)
 
 
-def trial_result(engine: Engine, storage: RDBStorage, sweep: Sweep, number: int) -> TrialResult:
+def trial_result(engine: Engine, sweep: Sweep, number: int) -> TrialResult:
     """Trial ``number`` of the sweep, with its curves."""
     trial_id = queries.trial_id_by_number(engine, _study_id(engine, sweep), number)
     if trial_id is None:
         raise NotFound(f"sweep {sweep.name!r} has no trial {number}")
-    return TrialResult.from_frozen(storage.get_trial(trial_id))
+    return _results(engine, [trial_id], DETAIL_ATTRS)[0]

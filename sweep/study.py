@@ -12,7 +12,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from sweep.config import Settings
-from sweep.db import engine_options
+from sweep.db import engine_options, tune_sqlite
 from sweep.models import Sweep
 from sweep.space import Space
 
@@ -23,11 +23,13 @@ PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "none")
 
 # Optuna's heartbeat and retry APIs are marked experimental; the warning adds nothing for users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Heartbeats are renewed by the worker's lease thread, not by Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 @functools.cache
 def _storage(url: str, heartbeat_interval: int, grace_period: int, max_attempts: int) -> RDBStorage:
-    return RDBStorage(
+    storage = RDBStorage(
         url,
         engine_kwargs=engine_options(url),
         skip_table_creation=True,
@@ -36,6 +38,8 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int, max_attempts:
         grace_period=grace_period,
         heartbeat_stale_trial_callback=retry_callback(max_attempts),
     )
+    tune_sqlite(storage.engine)
+    return storage
 
 
 def retry_callback(max_attempts: int) -> RetryHeartbeatStaleTrialCallback:

@@ -20,7 +20,7 @@ from sweep.training.tasks import TaskOptionsError, UnknownTaskError, get_task, t
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 DEFAULT_TASK = "digits-mlp"
-DEFAULT_EPOCHS = 60
+DEFAULT_EPOCHS = 120
 
 SamplerName = Literal["tpe", "random", "grid", "qmc", "gp"]
 PrunerName = Literal["median", "percentile", "hyperband", "successive-halving", "none"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -21,13 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import queries
 from sweep.config import Settings
-from sweep.db import sweep_lock, transaction
+from sweep.db import retry_on_outage, sweep_lock, transaction
 from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
 from sweep.space import Space
-from sweep.study import load_study, retry_callback, storage_for
+from sweep.study import load_study, make_pruner, retry_callback, storage_for
 from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
+T = TypeVar("T")
+GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
 
 
 class LeaseLost(Exception):
@@ -45,12 +48,14 @@ class Claim:
     epochs: int
     penalty: str
     patience: int | None
+    pruner: str
     max_attempts: int
     trial_id: int
     number: int
     params: dict[str, Any]
     seed: int
     attempt: int
+    worker: str
 
 
 @dataclass
@@ -66,11 +71,13 @@ class Curves:
         self.val_loss.append(result.val_loss)
         self.val_accuracy.append(result.val_accuracy)
 
-    def as_dict(self) -> dict[str, list[float]]:
+    def as_dict(self, epochs: int | None = None) -> dict[str, list[float]]:
+        """The first ``epochs`` epochs (all by default) as lists."""
+        n = len(self.val_loss) if epochs is None else epochs
         return {
-            "train_loss": self.train_loss,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
+            "train_loss": self.train_loss[:n],
+            "val_loss": self.val_loss[:n],
+            "val_accuracy": self.val_accuracy[:n],
         }
 
     def summary(self) -> tuple[float, dict[str, Any]]:
@@ -125,22 +132,21 @@ def claim_trial(
         assert isinstance(engine, Engine)
         study_id = queries.study_id(engine, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
-        counts = queries.state_counts(engine, study_id)
-        started = queries.configurations_started(engine, study_id)
-        if counts.get("WAITING", 0) == 0 and started >= sweep.n_trials:
+        waiting, started, total = queries.budget_counts(engine, study_id)
+        if waiting == 0 and started >= sweep.n_trials:
             return None
         storage = storage_for(settings, sweep.max_attempts)
         # A different sampler seed per claim keeps parallel workers apart, and one
         # worker's run reproducible.
-        study = load_study(storage, sweep, sampler_seed=sweep.seed + sum(counts.values()))
+        study = load_study(storage, sweep, sampler_seed=sweep.seed + total)
         trial = study.ask(Space.model_validate(sweep.space).distributions())
         # A heartbeat now, so a worker killed before its first beat still goes stale.
         storage.record_heartbeat(trial._trial_id)
-        frozen = storage.get_trial(trial._trial_id)
-        attempt = len(frozen.system_attrs.get("retry_history", [])) + 1
-        storage.set_trial_user_attr(trial._trial_id, "worker", worker)
-        storage.set_trial_user_attr(trial._trial_id, "attempt", attempt)
-        storage.set_trial_user_attr(trial._trial_id, "curves", Curves().as_dict())
+        configuration, attempt = trial.number, 1
+        if waiting:  # possibly a retry: it carries the number of the first attempt
+            system_attrs = storage.get_trial_system_attrs(trial._trial_id)
+            configuration = int(system_attrs.get(queries.RETRY_MARK, trial.number))
+            attempt = len(system_attrs.get("retry_history", [])) + 1
         if sweep.status == "queued":
             sweep.status = "running"
             sweep.started_at = utcnow()
@@ -152,33 +158,56 @@ def claim_trial(
             epochs=sweep.epochs,
             penalty=sweep.penalty,
             patience=sweep.patience,
+            pruner=sweep.pruner,
             max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
-            params=dict(frozen.params),
-            seed=sweep.seed + _configuration_number(frozen),
+            params=dict(trial.params),
+            seed=sweep.seed + configuration,
             attempt=attempt,
+            worker=worker,
         )
 
 
-class Heartbeat:
-    """Renews a trial's lease from a background thread while the block runs."""
+class TrialRun:
+    """Reports one claimed trial's epochs to its study and finishes it.
 
-    def __init__(self, storage: RDBStorage, trial_id: int, interval: float) -> None:
-        self._storage = storage
-        self._trial_id = trial_id
-        self._interval = interval
+    The per-epoch path is what bare Optuna does (report, should_prune). The
+    lease thread renews the heartbeat, notices a cancelled sweep and saves the
+    curves so far, off that path. Every write waits out a short database outage
+    rather than failing the trial; a write to a trial a reaper failed raises LeaseLost.
+    """
+
+    def __init__(self, settings: Settings, factory: sessionmaker[Session], claim: Claim) -> None:
+        self.claim = claim
+        self.storage = storage_for(settings, claim.max_attempts)
+        self.curves = Curves()
+        self.cancelled = threading.Event()
+        self._factory = factory
+        self._interval = settings.heartbeat_interval
+        self._max_outage_s = float(settings.grace_period * 3)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._saved_epochs = -1
+        pruner = make_pruner(claim.pruner, claim.epochs)
+        self.study = self._db(
+            lambda: optuna.Study(claim.sweep_name, storage=self.storage, pruner=pruner), "load"
+        )
+        self.trial = optuna.Trial(self.study, claim.trial_id)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # a database blip must not kill the trial
-                log.warning("heartbeat for trial %s failed: %s", self._trial_id, exc)
+    def _db(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return retry_on_outage(call, max_wait_s=self._max_outage_s, what=what)
+        except UpdateFinishedTrialError as exc:
+            raise LeaseLost(str(exc)) from exc
+        except ValueError as exc:  # Optuna's tell on a trial that is already finished
+            if "Cannot tell a" in str(exc):
+                raise LeaseLost(str(exc)) from exc
+            raise
 
-    def __enter__(self) -> Heartbeat:
+    # ---- the lease ----------------------------------------------------------------------
+
+    def __enter__(self) -> TrialRun:
+        self._thread = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
         self._thread.start()
         return self
 
@@ -186,98 +215,102 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
 
-
-class TrialRun:
-    """Reports one claimed trial's epochs to its study and finishes it."""
-
-    def __init__(self, settings: Settings, factory: sessionmaker[Session], claim: Claim) -> None:
-        self.claim = claim
-        self.storage = storage_for(settings, claim.max_attempts)
-        self._factory = factory
-        self.study = optuna.load_study(study_name=claim.sweep_name, storage=self.storage)
-        self.trial = optuna.Trial(self.study, claim.trial_id)
-        self.curves = Curves()
-
-    def _guard(self) -> None:
-        # A reaped trial is FAIL; writing to it again must not overwrite its retry.
-        if self.storage.get_trial(self.claim.trial_id).state != TrialState.RUNNING:
-            raise LeaseLost(f"trial {self.claim.number} of {self.claim.sweep_name} was reaped")
-
-    def report(self, result: EpochResult) -> bool:
-        """Record one epoch; True if the trial should stop (pruned or NaN)."""
-        self.curves.add(result)
+    def _keep_lease(self) -> None:
+        tid = self.claim.trial_id
         try:
-            self.storage.set_trial_user_attr(self.claim.trial_id, "curves", self.curves.as_dict())
-            if not math.isfinite(result.val_loss):
-                return True
-            self.trial.report(result.val_loss, result.epoch)
-            return self.trial.should_prune()
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
+            # Who runs it and which attempt this is; a retry also drops its predecessor's curves.
+            self.storage.set_trial_user_attr(tid, "worker", self.claim.worker)
+            self.storage.set_trial_user_attr(tid, "attempt", self.claim.attempt)
+        except Exception as exc:
+            log.warning("trial %s: could not record its worker: %s", self.claim.number, exc)
+        while not self._stop.wait(self._interval):
+            try:
+                self.storage.record_heartbeat(tid)
+                if self.sweep_status() == "cancelled":
+                    self.cancelled.set()
+                self._save_curves()
+            except Exception as exc:  # a database blip must not kill the trial
+                log.warning("heartbeat for trial %s failed: %s", self.claim.number, exc)
+
+    def _save_curves(self) -> None:
+        epochs = len(self.curves.val_loss)
+        if epochs != self._saved_epochs:
+            self.storage.set_trial_user_attr(
+                self.claim.trial_id, "curves", self.curves.as_dict(epochs)
+            )
+            self._saved_epochs = epochs
 
     def sweep_status(self) -> str:
-        """The sweep's current status (a cancel stops the trial at the next epoch)."""
+        """The sweep's current status, read from the database."""
         with self._factory() as session:
             status = session.scalar(select(Sweep.status).where(Sweep.id == self.claim.sweep_id))
         return status or "cancelled"
 
+    # ---- the per-epoch path and the end ---------------------------------------------------
+
+    def report(self, result: EpochResult) -> bool:
+        """Record one epoch; True if the trial should stop (pruned or NaN)."""
+        self.curves.add(result)
+        if not math.isfinite(result.val_loss):
+            return True
+
+        def write() -> bool:
+            self.trial.report(result.val_loss, result.epoch)
+            return self.trial.should_prune()
+
+        return self._db(write, "report")
+
     def finish(self, *, pruned: bool = False) -> TrialState:
         """COMPLETE with the best val loss, PRUNED, or FAIL if the loss went NaN."""
-        try:
-            self._guard()
-            if self.curves.val_loss and not math.isfinite(self.curves.val_loss[-1]):
-                self._set_error("validation loss is NaN or infinite; the model diverged")
-                self.study.tell(self.trial, state=TrialState.FAIL)
-                return TrialState.FAIL
-            if pruned:
-                self.study.tell(self.trial, state=TrialState.PRUNED)
-                return TrialState.PRUNED
-            value, metrics = self.curves.summary()
-            self.storage.set_trial_user_attr(self.claim.trial_id, "metrics", metrics)
-            self.study.tell(self.trial, value)
-            return TrialState.COMPLETE
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
+        if self.curves.val_loss and not math.isfinite(self.curves.val_loss[-1]):
+            self.fail("validation loss is NaN or infinite; the model diverged", retry=False)
+            return TrialState.FAIL
+        self._db(self._save_final_curves, "finish")
+        if pruned:
+            self._db(lambda: self.study.tell(self.trial, state=TrialState.PRUNED), "finish")
+            return TrialState.PRUNED
+        value, metrics = self.curves.summary()
+        self._db(lambda: self._set_attr("metrics", metrics), "finish")
+        self._db(lambda: self.study.tell(self.trial, value), "finish")
+        return TrialState.COMPLETE
 
     def fail(self, error: str, *, retry: bool) -> None:
         """FAIL the trial with ``error``; re-queue its params if attempts are left."""
-        try:
-            self._set_error(error)
-            self.study.tell(self.trial, state=TrialState.FAIL)
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
+        self._db(self._save_final_curves, "fail")
+        self._db(lambda: self._set_attr("error", error[:2000]), "fail")
+        self._db(lambda: self.study.tell(self.trial, state=TrialState.FAIL), "fail")
         if retry:
-            retry_callback(self.claim.max_attempts)(
-                self.study, self.storage.get_trial(self.claim.trial_id)
-            )
+            frozen = self._db(lambda: self.storage.get_trial(self.claim.trial_id), "read")
+            self._db(lambda: retry_callback(self.claim.max_attempts)(self.study, frozen), "retry")
 
     def release(self) -> None:
         """Give the trial back: FAIL it and queue its params again, not counted as an attempt."""
-        try:
-            self._set_error("released by its worker (shutdown); re-queued")
-            self.study.tell(self.trial, state=TrialState.FAIL)
-        except UpdateFinishedTrialError as exc:
-            raise LeaseLost(str(exc)) from exc
-        frozen = self.storage.get_trial(self.claim.trial_id)
-        self.study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=frozen.params,
-                distributions=frozen.distributions,
-                system_attrs={
-                    queries.RETRY_MARK: _configuration_number(frozen),
-                    "retry_history": list(frozen.system_attrs.get("retry_history", [])),
-                },
-            )
+        self.fail("released by its worker (shutdown); re-queued", retry=False)
+        frozen = self._db(lambda: self.storage.get_trial(self.claim.trial_id), "read")
+        requeued = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            system_attrs={
+                queries.RETRY_MARK: _configuration_number(frozen),
+                "retry_history": list(frozen.system_attrs.get("retry_history", [])),
+            },
         )
+        self._db(lambda: self.study.add_trial(requeued), "re-queue")
 
-    def _set_error(self, error: str) -> None:
-        self._guard()
-        self.storage.set_trial_user_attr(self.claim.trial_id, "error", error[:2000])
+    def _save_final_curves(self) -> None:
+        self._stop.set()  # the lease thread must not write older curves after these
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join()
+        self._save_curves()
+
+    def _set_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.claim.trial_id, key, value)
 
 
 def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
-    """Mark the sweep completed (or failed, if nothing succeeded) once its budget is spent."""
+    """End the sweep: completed once its budget is spent and nothing runs; failed early
+    when nothing has succeeded after GIVE_UP_AFTER configurations' worth of attempts."""
     with transaction(factory) as session:
         sweep = session.get(Sweep, sweep_id)
         if sweep is None or sweep.status not in ("queued", "running", "paused"):
@@ -288,17 +321,21 @@ def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: i
         if study_id is None:
             return
         counts = queries.state_counts(engine, study_id)
-        if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
-            return
-        if queries.configurations_started(engine, study_id) < sweep.n_trials:
-            return
         succeeded = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        failures = counts.get("FAIL", 0)
+        hopeless = not succeeded and failures >= GIVE_UP_AFTER * sweep.max_attempts
+        if not hopeless:
+            if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
+                return
+            if queries.configurations_started(engine, study_id) < sweep.n_trials:
+                return
         sweep.finished_at = utcnow()
         if succeeded:
             sweep.status = "completed"
             return
         sweep.status = "failed"
-        sweep.error = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        last = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        sweep.error = f"no trial succeeded in {failures} attempts; last error: {last}"
         log.error("sweep %s failed: %s", sweep.name, sweep.error)
 
 
@@ -306,4 +343,4 @@ def _last_error(storage: RDBStorage, name: str) -> str:
     study = optuna.load_study(study_name=name, storage=storage)
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     errors = [str(t.user_attrs["error"]) for t in failed if "error" in t.user_attrs]
-    return "every trial failed; last error: " + (errors[-1] if errors else "unknown")
+    return errors[-1] if errors else "unknown"

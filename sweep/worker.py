@@ -11,17 +11,14 @@ import threading
 import time
 from types import FrameType
 
-from sqlalchemy.exc import OperationalError
-
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory
+from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready
 from sweep.space import trial_params
 from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import (
     Claim,
-    Heartbeat,
     LeaseLost,
     TrialRun,
     active_sweeps,
@@ -47,6 +44,7 @@ class Worker:
         self.engine = make_engine(settings.database_url)
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
+        self._reaped_at: dict[int, float] = {}
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """Finish or release the current trial at the next epoch, then exit."""
@@ -66,7 +64,9 @@ class Worker:
             try:
                 claim = self._next_claim()
                 backoff = self.settings.poll_interval
-            except OperationalError as exc:
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
                 log.warning(
                     "database unavailable (%s); retrying in %.0f s", _first_line(exc), backoff
                 )
@@ -74,7 +74,9 @@ class Worker:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             if claim is None:
-                if self.exit_when_idle:
+                # Trials still running elsewhere may come back (their worker may die), so
+                # an idle worker exits only once no sweep is active at all.
+                if self.exit_when_idle and not active_sweeps(self.factory):
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
                 self.stopping.wait(self.settings.poll_interval)
@@ -89,7 +91,9 @@ class Worker:
             try:
                 check_ready(self.engine)
                 return True
-            except (SchemaNotReady, OperationalError) as exc:
+            except Exception as exc:
+                if not (isinstance(exc, SchemaNotReady) or is_outage(exc)):
+                    raise
                 if not warned:
                     log.warning("waiting for the database: %s", _first_line(exc))
                     warned = True
@@ -98,7 +102,11 @@ class Worker:
 
     def _next_claim(self) -> Claim | None:
         for sweep in active_sweeps(self.factory):
-            reap_stale_trials(self.settings, sweep)
+            # Reaping costs a few queries; once per heartbeat interval is often enough.
+            now = time.monotonic()
+            if now - self._reaped_at.get(sweep.id, 0.0) >= self.settings.heartbeat_interval:
+                reap_stale_trials(self.settings, sweep)
+                self._reaped_at[sweep.id] = now
             claim = claim_trial(self.settings, self.factory, sweep.id, self.name)
             if claim is not None:
                 return claim
@@ -120,19 +128,22 @@ class Worker:
         )
         started = time.perf_counter()
         try:
-            with Heartbeat(run.storage, claim.trial_id, self.settings.heartbeat_interval):
+            with run:
                 outcome = self._train(run, config)
             log.info("%s %s in %.2f s", outcome, where, time.perf_counter() - started)
         except LeaseLost as exc:
             log.warning("lease lost, result dropped: %s (%s)", where, exc)
         except Exception as exc:
+            if is_outage(exc):  # the reaper re-queues it once the database is back
+                log.error("database unreachable; abandoning %s: %s", where, _first_line(exc))
+                return
             log.exception("trial failed: %s", where)
             try:
                 run.fail(f"{type(exc).__name__}: {exc}", retry=True)
             except LeaseLost:
                 log.warning("lease lost while failing %s", where)
+            settle_sweep(self.settings, self.factory, claim.sweep_id)  # a hopeless sweep ends now
         self.trials_run += 1
-        settle_sweep(self.settings, self.factory, claim.sweep_id)
 
     def _train(self, run: TrialRun, config: RunConfig) -> str:
         task = get_task(run.claim.task)
@@ -143,7 +154,7 @@ class Worker:
             if self.stopping.is_set():
                 run.release()
                 return "released"
-            if run.sweep_status() == "cancelled":
+            if run.cancelled.is_set():
                 run.fail("stopped: the sweep was cancelled", retry=False)
                 return "cancelled"
         return run.finish().name.lower()

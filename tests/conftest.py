@@ -33,20 +33,20 @@ def _pg_admin() -> psycopg.Connection[tuple[object, ...]]:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A migrated PostgreSQL database that per-test databases are copied from."""
+    name = f"sweep_tpl_{uuid.uuid4().hex[:8]}"
     try:
-        admin = _pg_admin()
+        with _pg_admin() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI and is not reachable: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"sweep_tpl_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
     engine = make_engine(f"{PG_SQLALCHEMY_PREFIX}/{name}")
     upgrade(engine)
     engine.dispose()
     yield name
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with _pg_admin() as admin:  # a new connection: a test may have restarted the server
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def new_pg_database(template: str | None = None) -> str:

@@ -55,10 +55,10 @@ def get_sweep(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepO
 
 
 @router.get("/{name}/best", response_model=TrialOut, responses=ERRORS)
-def best(name: SweepName, session: SessionDep, engine: EngineDep, storage: StorageDep) -> TrialOut:
+def best(name: SweepName, session: SessionDep, engine: EngineDep) -> TrialOut:
     """The configuration with the lowest validation loss so far (404 until one completes)."""
     sweep = sweeps.get_sweep(session, name)
-    return TrialOut.from_result(results.best_trial(engine, storage, sweep))
+    return TrialOut.from_result(results.best_trial(engine, sweep))
 
 
 @router.get("/{name}/top", response_model=list[TrialOut], responses=ERRORS)
@@ -66,12 +66,11 @@ def top(
     name: SweepName,
     session: SessionDep,
     engine: EngineDep,
-    storage: StorageDep,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> list[TrialOut]:
     """The ``k`` best configurations so far, best first."""
     sweep = sweeps.get_sweep(session, name)
-    return [TrialOut.from_result(r) for r in results.top_trials(engine, storage, sweep, k)]
+    return [TrialOut.from_result(r) for r in results.top_trials(engine, sweep, k)]
 
 
 def _control(action: str, name: str, session: SessionDep, engine: EngineDep) -> SweepOut:

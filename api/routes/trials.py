@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from api.deps import EngineDep, SessionDep, StorageDep
+from api.deps import EngineDep, SessionDep
 from api.routes.sweeps import ERRORS, SweepName
 from api.schemas import TrialDetail, TrialOut, TrialPage
 from sweep import results, sweeps
@@ -21,7 +21,6 @@ def list_trials(
     name: SweepName,
     session: SessionDep,
     engine: EngineDep,
-    storage: StorageDep,
     state: TrialState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$")] = None,
@@ -29,9 +28,7 @@ def list_trials(
     """Trials in number order; follow ``next_cursor`` for the next page."""
     sweep = sweeps.get_sweep(session, name)
     after = int(cursor) if cursor else -1
-    page = results.trial_page(
-        engine, storage, sweep, after_number=after, limit=limit + 1, state=state
-    )
+    page = results.trial_page(engine, sweep, after_number=after, limit=limit + 1, state=state)
     more = len(page) > limit
     page = page[:limit]
     return TrialPage(
@@ -46,8 +43,7 @@ def get_trial(
     number: Annotated[int, Path(ge=0, le=10**9)],
     session: SessionDep,
     engine: EngineDep,
-    storage: StorageDep,
 ) -> TrialDetail:
     """One trial with its per-epoch train loss, validation loss and accuracy."""
     sweep = sweeps.get_sweep(session, name)
-    return TrialDetail.from_result(results.trial_result(engine, storage, sweep, number))
+    return TrialDetail.from_result(results.trial_result(engine, sweep, number))

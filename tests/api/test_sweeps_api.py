@@ -156,3 +156,14 @@ def test_nan_in_raw_json_is_a_422(client: TestClient) -> None:
     raw = '{"name": "nan", "space": {"dropout": {"low": NaN, "high": 0.5}}}'
     response = client.post("/v1/sweeps", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
+
+
+def test_a_weight_decay_grid_returns_the_chosen_values(
+    client: TestClient, settings: Settings
+) -> None:
+    grid = [1e-2, 1e-3, 1e-4, 1e-5]
+    create(client, "grid", n_trials=4, space={"weight_decay": {"choices": grid}})
+    run_worker(settings)
+    trials = client.get("/v1/sweeps/grid/trials").json()["items"]
+    assert {t["params"]["weight_decay"] for t in trials} <= set(grid)
+    assert client.get("/v1/sweeps/grid/best").json()["params"]["weight_decay"] in grid

@@ -54,17 +54,18 @@ def test_cancel_stops_a_running_trial_at_the_next_epoch(
     sweep_id = make_sweep(settings, factory, "cancel-me", n_trials=2)
     claim = claim_trial(settings, factory, sweep_id, "w")
     assert claim is not None
-    run = TrialRun(settings, factory, claim)
-    run.report(EpochResult(0, 1.0, 1.0, 0.5))
-    with transaction(factory) as session:
-        sweeps.control_sweep(session, "cancel-me", "cancel")
-    assert run.sweep_status() == "cancelled"  # what the worker checks after every epoch
-
     worker = Worker(settings, device="cpu", exit_when_idle=True)
-    assert worker._train(run, _config(claim)) == "cancelled"
+    with TrialRun(settings, factory, claim) as run:
+        run.report(EpochResult(0, 1.0, 1.0, 0.5))
+        with transaction(factory) as session:
+            sweeps.control_sweep(session, "cancel-me", "cancel")
+        # the lease thread notices within one heartbeat interval
+        assert run.cancelled.wait(settings.heartbeat_interval * 3)
+        assert worker._train(run, _config(claim)) == "cancelled"
     trial = optuna.load_study(study_name="cancel-me", storage=settings.database_url).trials[0]
     assert trial.state == TrialState.FAIL
     assert "cancelled" in trial.user_attrs["error"]
+    assert len(trial.user_attrs["curves"]["val_loss"]) == 2  # the epoch before, and one more
 
 
 def _config(claim):  # type: ignore[no-untyped-def]
@@ -81,10 +82,27 @@ def test_a_task_that_always_raises_ends_the_sweep_failed(
     assert Worker(settings, device="cpu", exit_when_idle=True).run() == 0
     trial_states = states(settings, "broken")
     assert trial_states == [TrialState.FAIL] * 6  # 2 configurations × 3 attempts, no more
+    study = optuna.load_study(study_name="broken", storage=settings.database_url)
+    attempts = [t.user_attrs["attempt"] for t in study.trials]
+    assert sorted(attempts) == [1, 1, 2, 2, 3, 3]
     with factory() as session:
         sweep = sweeps.get_sweep(session, "broken")
         assert sweep.status == "failed"
         assert "synthetic task asked to fail" in (sweep.error or "")
+
+
+def test_a_hopeless_sweep_fails_before_spending_its_budget(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    make_sweep(
+        settings, factory, "hopeless", n_trials=40, max_attempts=2, task_options={"fail": True}
+    )
+    assert Worker(settings, device="cpu", exit_when_idle=True).run() == 0
+    assert len(states(settings, "hopeless")) == 3 * 2  # three configurations × two attempts
+    with factory() as session:
+        sweep = sweeps.get_sweep(session, "hopeless")
+        assert sweep.status == "failed"
+        assert "no trial succeeded in 6 attempts" in (sweep.error or "")
 
 
 def test_nan_loss_fails_the_trial_without_retry(

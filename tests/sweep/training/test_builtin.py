@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,3 +60,17 @@ def test_run_refuses_bad_options_too() -> None:
 def test_npz_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(TaskOptionsError, match=message):
         NpzMLP().check_options(options)
+
+
+def test_training_package_imports_torch_alone() -> None:
+    # a fresh interpreter: this test process already holds the service's modules
+    code = (
+        "import sys, sweep.training.builtin, sweep.training.train\n"
+        "loaded = {m.split('.')[0] for m in sys.modules}\n"
+        "print(','.join(sorted(loaded & {'sqlalchemy', 'optuna', 'fastapi'})))"
+    )
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ""

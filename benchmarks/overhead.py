@@ -1,0 +1,79 @@
+"""Per-trial cost of the service against bare Optuna on the same storage, in one run.
+
+Service: a real Worker claiming and running trials of the no-op `synthetic` task
+(claim + per-epoch report/should_prune + finish + settle, heartbeats included).
+Bare Optuna: ask + per-epoch report/should_prune + tell on an RDBStorage.
+Prints ms per trial for each and the ratio (target ≤ 1.2×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import optuna
+
+from benchmarks._common import bench_settings, create_sweep, fresh_database
+from sweep.db import engine_options, tune_sqlite
+from sweep.space import Space
+from sweep.worker import Worker
+
+warnings.filterwarnings("ignore")
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def bare_optuna(url: str, trials: int, epochs: int) -> float:
+    """Seconds per trial of plain Optuna doing the same reporting."""
+    # The same engine settings as the service's storage, so only orchestration is compared.
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+    tune_sqlite(storage.engine)
+    # No pruning on either side, so both run every epoch (should_prune is still called).
+    study = optuna.create_study(
+        storage=storage, study_name="bare", pruner=optuna.pruners.NopPruner()
+    )
+    dists = Space().distributions()
+    start = time.perf_counter()
+    for _ in range(trials):
+        trial = study.ask(dists)
+        for epoch in range(epochs):
+            trial.report(1.0 / (epoch + 1), epoch)
+            if trial.should_prune():
+                break
+        study.tell(trial, 0.5)
+    return (time.perf_counter() - start) / trials
+
+
+def service(url: str, trials: int, epochs: int) -> float:
+    """Seconds per trial of a sweep worker running the no-op task."""
+    create_sweep(url, "service", n_trials=trials, epochs=epochs, pruner="none")
+    worker = Worker(bench_settings(url), device="cpu", exit_when_idle=True)
+    start = time.perf_counter()
+    worker.run()
+    return (time.perf_counter() - start) / trials
+
+
+def measure(kind: str, trials: int, epochs: int) -> float:
+    with fresh_database(kind) as url:
+        bare = bare_optuna(url, trials, epochs)
+        ours = service(url, trials, epochs)
+    ratio = ours / bare
+    print(
+        f"{kind:<9} bare Optuna {bare * 1e3:7.1f} ms/trial   sweep {ours * 1e3:7.1f} ms/trial"
+        f"   ratio {ratio:.2f}x  (target <= 1.2x; {trials} trials x {epochs} epochs)"
+    )
+    return ratio
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args(argv)
+    for kind in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
+        measure(kind, args.trials, args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Faults with real processes: claim races, SIGKILL, SIGSTOP, SIGTERM, a PostgreSQL restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep import sweeps
+from sweep.db import make_engine, make_session_factory, transaction
+from sweep.study import storage_for
+from tests.conftest import IN_CI, fast_settings
+from tests.e2e.conftest import Processes, wait_for
+
+CLAIM_LINE = re.compile(r"claim sweep=(\S+) trial=(\d+)")
+
+
+def create_sweep(url: str, name: str, **fields: object) -> None:
+    spec = sweeps.SweepSpec.model_validate({"name": name, "task": "synthetic", **fields})
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as session:
+        sweeps.create_sweep(session, storage_for(fast_settings(url)), spec)
+    engine.dispose()
+
+
+def trials(url: str, name: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def running_with_epochs(url: str, name: str, epochs: int) -> FrozenTrial | None:
+    for t in trials(url, name):
+        if t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs:
+            return t
+    return None
+
+
+def retries_of(url: str, name: str, number: int) -> list[FrozenTrial]:
+    return [t for t in trials(url, name) if t.system_attrs.get("failed_trial") == number]
+
+
+def sweep_status(url: str, name: str) -> str:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        status = sweeps.get_sweep(session, name).status
+    engine.dispose()
+    return status
+
+
+@pytest.mark.parametrize("workers", [16])
+def test_claim_race_never_hands_a_trial_to_two_workers(
+    processes, db_url: str, workers: int
+) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(db_url)
+    create_sweep(db_url, "race", n_trials=40, epochs=2, pruner="none")
+    started = [
+        procs.start("worker", "--device", "cpu", "--exit-when-idle", name=f"w{i}")
+        for i in range(workers)
+    ]
+    for proc in started:
+        assert proc.wait(timeout=240) == 0
+    claims = Counter(
+        int(m.group(2)) for i in range(workers) for m in CLAIM_LINE.finditer(procs.log(f"w{i}"))
+    )
+    assert sum(claims.values()) == 40 and set(claims.values()) == {1}  # 0 double claims
+    states = Counter(t.state for t in trials(db_url, "race"))
+    assert states == {TrialState.COMPLETE: 40}  # the budget, exactly
+    assert sweep_status(db_url, "race") == "completed"
+
+
+def _kill_and_check_retry(
+    procs: Processes,
+    url: str,
+    name: str,
+    victim: subprocess.Popen[bytes],
+    number: int,
+    params: dict[str, object],
+) -> None:
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = time.monotonic()
+    rescuer = procs.start("worker", "--device", "cpu", "--exit-when-idle", name="rescuer")
+
+    def failed() -> bool:
+        return trials(url, name)[number].state == TrialState.FAIL
+
+    wait_for(failed, 3 + 1 + 5, "the killed worker's trial to be failed")
+    assert time.monotonic() - killed_at <= 3 + 1 + 5  # grace + one reaper cycle (+ start-up)
+    assert rescuer.wait(timeout=120) == 0
+    retries = retries_of(url, name, number)
+    assert len(retries) == 1 and retries[0].params == params
+    assert retries[0].state == TrialState.COMPLETE
+    states = Counter(t.state for t in trials(url, name))
+    assert states[TrialState.RUNNING] == 0 and states[TrialState.FAIL] == 1
+    assert sweep_status(url, name) == "completed"
+
+
+def test_sigkill_mid_trial_retries_its_params_exactly_once(processes, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(db_url)
+    create_sweep(db_url, "kill", n_trials=2, epochs=6, task_options={"epoch_seconds": 0.3})
+    victim = procs.start("worker", "--device", "cpu", name="victim")
+    wait_for(lambda: running_with_epochs(db_url, "kill", 2) is not None, 60, "a trial mid-way")
+    trial = running_with_epochs(db_url, "kill", 2)
+    assert trial is not None
+    _kill_and_check_retry(procs, db_url, "kill", victim, trial.number, trial.params)
+
+
+def test_kill_between_claim_and_first_heartbeat(processes, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(db_url)
+    create_sweep(db_url, "early", n_trials=1, epochs=2, task_options={"epoch_seconds": 2})
+    victim = procs.start("worker", "--device", "cpu", name="victim")
+    wait_for(lambda: running_with_epochs(db_url, "early", 0) is not None, 60, "a claim")
+    trial = running_with_epochs(db_url, "early", 0)
+    assert trial is not None and not trial.intermediate_values
+    _kill_and_check_retry(procs, db_url, "early", victim, trial.number, trial.params)
+
+
+def test_sigstop_past_grace_then_sigcont_keeps_the_retry(processes, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(db_url)
+    create_sweep(db_url, "stop", n_trials=1, epochs=6, task_options={"epoch_seconds": 0.3})
+    sleeper = procs.start("worker", "--device", "cpu", "--exit-when-idle", name="sleeper")
+    wait_for(lambda: running_with_epochs(db_url, "stop", 1) is not None, 60, "a trial mid-way")
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    rescuer = procs.start("worker", "--device", "cpu", "--exit-when-idle", name="rescuer")
+    try:
+        assert rescuer.wait(timeout=120) == 0
+    finally:
+        os.kill(sleeper.pid, signal.SIGCONT)
+    retry = retries_of(db_url, "stop", 0)
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    kept_value, kept_curve = retry[0].value, retry[0].intermediate_values
+    assert sleeper.wait(timeout=60) == 0  # the late writer does not crash
+    assert "lease lost" in procs.log("sleeper")
+    after = trials(db_url, "stop")
+    assert after[0].state == TrialState.FAIL
+    assert after[retry[0].number].value == kept_value
+    assert after[retry[0].number].intermediate_values == kept_curve
+
+
+def test_sigterm_mid_trial_exits_0_within_an_epoch(processes, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(db_url)
+    create_sweep(db_url, "term", n_trials=1, epochs=30, task_options={"epoch_seconds": 0.5})
+    worker = procs.start("worker", "--device", "cpu", name="worker")
+    wait_for(lambda: running_with_epochs(db_url, "term", 2) is not None, 60, "a trial mid-way")
+    sent = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    assert time.monotonic() - sent < 0.5 + 2  # one epoch, plus the release
+    states = Counter(t.state for t in trials(db_url, "term"))
+    assert states == {TrialState.FAIL: 1, TrialState.WAITING: 1}  # released and re-queued
+    resumed = procs.start("worker", "--device", "cpu", "--exit-when-idle", name="resumed")
+    assert resumed.wait(timeout=120) == 0
+    assert sweep_status(db_url, "term") == "completed"
+
+
+def test_several_cpu_workers_under_one_supervisor(processes, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(sqlite_url)
+    create_sweep(sqlite_url, "pool", n_trials=6, epochs=3, task_options={"epoch_seconds": 0.2})
+    supervisor = procs.start("worker", "--workers", "2", "--exit-when-idle", name="pool")
+    assert supervisor.wait(timeout=120) == 0
+    pids = {t.user_attrs["worker"].split(":")[1] for t in trials(sqlite_url, "pool")}
+    assert len(pids) == 2
+    assert sweep_status(sqlite_url, "pool") == "completed"
+
+
+def test_gpus_all_without_a_gpu_says_so(processes, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    result = processes(sqlite_url).run("worker", "--gpus", "all")
+    assert result.returncode == 1
+    assert "no GPU is visible" in result.stderr and "--workers N" in result.stderr
+
+
+def _pg_ctl(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(
+    not Path("/etc/postgresql").is_dir() and not IN_CI, reason="needs a local PostgreSQL cluster"
+)
+def test_postgresql_restart_under_two_workers(processes, pg_template: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import drop_pg_database, new_pg_database
+
+    url = new_pg_database(pg_template)
+    procs: Processes = processes(url)
+    procs.env["SWEEP_GRACE_PERIOD"] = "15"  # the outage is shorter than the grace period
+    try:
+        api = procs.api()
+        for i in range(2):
+            procs.start("worker", "--device", "cpu", "--exit-when-idle", name=f"w{i}")
+        create_sweep(url, "outage", n_trials=6, epochs=10, task_options={"epoch_seconds": 0.3})
+        wait_for(lambda: running_with_epochs(url, "outage", 2) is not None, 60, "trials running")
+        _pg_ctl("stop")
+        try:
+            during = api.get("/v1/sweeps/outage")
+            assert during.status_code == 503
+            assert "database" in during.json()["detail"]
+            time.sleep(3)
+        finally:
+            _pg_ctl("start")
+
+        def completed() -> bool:
+            try:
+                return bool(api.get("/v1/sweeps/outage").json()["status"] == "completed")
+            except (httpx.HTTPError, KeyError):
+                return False
+
+        wait_for(completed, 120, "the sweep to complete after the restart")
+        states = Counter(t.state for t in trials(url, "outage"))
+        assert states[TrialState.FAIL] == 0  # nothing wrongly failed
+        assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 6
+    finally:
+        procs.stop_all()
+        drop_pg_database(url)
