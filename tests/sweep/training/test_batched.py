@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,15 +15,6 @@ from sweep.training.train import train_epochs
 LR, BATCH_SIZE = 1e-2, 32
 TRAIN_SIZE = 120  # 4 minibatches, the last one short
 EPOCHS = 6
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matmuls: more threads only add synchronization (and the CI box is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.cache
