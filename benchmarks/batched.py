@@ -90,7 +90,8 @@ def main() -> None:
     card = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
     print(
         f"device {device} ({card}), torch {torch.__version__}, {args.threads} thread(s), "
-        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"digits-mlp: {DEFAULT_TRAIN_SIZE} training rows, batch {DEFAULT_BATCH_SIZE}, "

@@ -14,9 +14,9 @@ dropout 0 it reproduces ``train_epochs`` up to fp32 rounding, and with
 dropout it reproduces a ``BatchedRun`` of itself alone.
 
 Batched matmuls rather than ``torch.func.vmap`` over ``functional_call``: a
-training step of 16 members ran 1.1–1.4x faster with ``baddbmm`` on the CPU
-(fused bias, no vmap dispatch), and the per-member dropout masks enter as
-plain tensors instead of through vmap's shared random state.
+training step of 16 members (forward and backward) took 3.5 ms with ``baddbmm``
+and 4.5 ms with vmap on one CPU thread (best of 15), and the per-member dropout
+masks enter as plain tensors instead of through vmap's shared random state.
 """
 
 from __future__ import annotations
