@@ -89,7 +89,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     data = load_digits_split(DEFAULT_TRAIN_SIZE)
     card = torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
