@@ -55,6 +55,7 @@ class Sweep(Base):
     def pruner_options(self) -> dict[str, Any]:
         return dict(self.search_options.get("pruner", {}))
 
+
 TOKEN_ROLES = ("reader", "user", "admin")
 
 

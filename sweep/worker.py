@@ -12,11 +12,11 @@ import threading
 import time
 from types import FrameType
 
+from sweep.batching import run_batch, run_config
 from sweep.config import Settings
 from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready
-from sweep.space import trial_params
 from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import (
     Claim,
@@ -43,8 +43,10 @@ class Worker:
         device: str = "auto",
         exit_when_idle: bool = False,
         threads: int | None = None,
+        batch: int = 1,
     ):
         self.settings = settings
+        self.batch = batch  # trials of one sweep trained together as one stacked model
         set_torch_threads(threads)
         self.device = resolve_device(device)
         self.exit_when_idle = exit_when_idle
@@ -90,7 +92,8 @@ class Worker:
                     break
                 self.stopping.wait(self.settings.poll_interval)
                 continue
-            self._run_trial(claim)
+            if self.batch == 1 or not run_batch(self, claim, self.batch):
+                self._run_trial(claim)
         self.engine.dispose()
         return 0
 
@@ -133,15 +136,7 @@ class Worker:
             extra={"event": "claim", **fields, "attempt": claim.attempt, "params": claim.params},
         )
         run = TrialRun(self.settings, self.factory, claim)
-        config = RunConfig(
-            params=trial_params(claim.params),
-            epochs=claim.epochs,
-            seed=claim.seed,
-            penalty=claim.penalty,
-            patience=claim.patience,
-            device=self.device,
-            options=claim.task_options,
-        )
+        config = run_config(claim, self.device)
         started = time.perf_counter()
         try:
             with run:
