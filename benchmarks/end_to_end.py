@@ -79,9 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     base = plain_optuna(args.trials, args.epochs, args.device)
     print(f"plain Optuna, 1 process        {base:7.1f} s")
-    runs = {
+    runs: dict[str, tuple[int, tuple[str, ...]]] = {
         "sweep, 1 worker": (1, ()),
         "sweep, 2 workers": (2, ()),
+        "sweep, 1 worker --batch 8": (1, ("--batch", "8")),
     }
     for label, (workers, extra) in runs.items():
         wall = sweep_workers(args.trials, args.epochs, args.device, workers, *extra)

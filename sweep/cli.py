@@ -207,6 +207,10 @@ def worker(
         int | None,
         typer.Option(min=1, max=256, help="torch threads per worker [default: 1, or cores/N]"),
     ] = None,
+    batch: Annotated[
+        int,
+        typer.Option(min=1, max=256, help="train up to K trials of a sweep at once, stacked"),
+    ] = 1,
     log_format: LogFormatOpt = "text",
     log_level: Annotated[LogLevel, typer.Option(help="debug adds a line per epoch")] = "info",
     metrics_port: Annotated[
@@ -226,7 +230,9 @@ def worker(
             from sweep.metrics import serve_worker_metrics
 
             serve_worker_metrics(metrics_port, metrics_host)
-        worker_ = Worker(settings, device=device, exit_when_idle=exit_when_idle, threads=threads)
+        worker_ = Worker(
+            settings, device=device, exit_when_idle=exit_when_idle, threads=threads, batch=batch
+        )
         raise typer.Exit(worker_.run())
     try:
         gpu_ids = visible_gpu_ids(gpus) if gpus is not None else None
@@ -236,7 +242,7 @@ def worker(
         gpus=gpu_ids,
         workers=workers,
         exit_when_idle=exit_when_idle,
-        extra_args=["--log-format", log_format, "--log-level", log_level],
+        extra_args=["--log-format", log_format, "--log-level", log_level, "--batch", str(batch)],
         threads=threads,
     )
     if metrics_port is not None:  # one port per child: PORT, PORT+1, …

@@ -12,12 +12,12 @@ import threading
 import time
 from types import FrameType
 
+from sweep.batching import run_batch, run_config
 from sweep.config import Settings
 from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
 from sweep.evaluation import claim_evaluation
 from sweep.schema import check_ready
-from sweep.space import trial_params
 from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import (
     Claim,
@@ -44,8 +44,10 @@ class Worker:
         device: str = "auto",
         exit_when_idle: bool = False,
         threads: int | None = None,
+        batch: int = 1,
     ):
         self.settings = settings
+        self.batch = batch  # trials of one sweep trained together as one stacked model
         set_torch_threads(threads)
         self.device = resolve_device(device)
         self.exit_when_idle = exit_when_idle
@@ -91,7 +93,9 @@ class Worker:
                     break
                 self.stopping.wait(self.settings.poll_interval)
                 continue
-            self._run_trial(claim)
+            # evaluation trials (claim.study_name set) train alone: the test split is per trial
+            if self.batch == 1 or claim.study_name or not run_batch(self, claim, self.batch):
+                self._run_trial(claim)
         self.engine.dispose()
         return 0
 
@@ -138,16 +142,7 @@ class Worker:
             extra={"event": "claim", **fields, "attempt": claim.attempt, "params": claim.params},
         )
         run = TrialRun(self.settings, self.factory, claim)
-        config = RunConfig(
-            params=trial_params(claim.params),
-            epochs=claim.epochs,
-            seed=claim.seed,
-            penalty=claim.penalty,
-            patience=claim.patience,
-            device=self.device,
-            options=claim.task_options,
-            evaluate_test=claim.evaluate_test,
-        )
+        config = run_config(claim, self.device)
         started = time.perf_counter()
         try:
             with run:

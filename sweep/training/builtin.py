@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sweep.training.data import (
     DIGITS_TRAIN_SIZE_MAX,
@@ -19,6 +19,9 @@ from sweep.training.data import (
 )
 from sweep.training.tasks import EpochResult, RunConfig, TaskOptionsError
 from sweep.training.train import train_epochs
+
+if TYPE_CHECKING:
+    from sweep.training.batched import BatchedRun
 
 DEFAULT_TRAIN_SIZE = 300  # small enough that p=0, λ=0 overfits within the default epochs
 DEFAULT_LR = 1e-3
@@ -59,14 +62,20 @@ class DigitsMLP:
 
     def run(self, config: RunConfig) -> Iterator[EpochResult]:
         """Train one trial on the digits, yielding after every epoch."""
-        self.check_options(config.options)
-        data = _digits(_train_size(config.options))
-        opt = _optimization(config.options)
+        data, opt = self._load(config.options)
         return train_epochs(data, config, lr=opt.lr, batch_size=opt.batch_size)
 
     def has_test_split(self, options: Mapping[str, Any]) -> bool:
         """The digits left over after training and validation are the test split."""
         return True
+
+    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
+        """Train up to ``capacity`` trials of one sweep together (they share its options)."""
+        return _start_batch(self._load(configs[0].options), configs, capacity)
+
+    def _load(self, options: Mapping[str, Any]) -> tuple[Splits, _Optimization]:
+        self.check_options(options)
+        return _digits(_train_size(options)), _optimization(options)
 
 
 class NpzMLP:
@@ -93,13 +102,37 @@ class NpzMLP:
 
     def run(self, config: RunConfig) -> Iterator[EpochResult]:
         """Train one trial on the file's splits, yielding after every epoch."""
-        _check_known(self.name, config.options, {"path", "lr", "batch_size"})
-        opt = _optimization(config.options)
-        file = Path(_path(config.options)).expanduser().resolve()
+        data, opt = self._load(config.options)
+        return train_epochs(data, config, lr=opt.lr, batch_size=opt.batch_size)
+
+    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
+        """Train up to ``capacity`` trials of one sweep together (they share its options)."""
+        return _start_batch(self._load(configs[0].options), configs, capacity)
+
+    def _load(self, options: Mapping[str, Any]) -> tuple[Splits, _Optimization]:
+        _check_known(self.name, options, {"path", "lr", "batch_size"})
+        opt = _optimization(options)
+        file = Path(_path(options)).expanduser().resolve()
         stat = file.stat() if file.is_file() else None
         # keyed on mtime and size so a rewritten file is read again
         data = _npz(str(file), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
-        return train_epochs(data, config, lr=opt.lr, batch_size=opt.batch_size)
+        return data, opt
+
+
+def _start_batch(
+    loaded: tuple[Splits, _Optimization], configs: Sequence[RunConfig], capacity: int
+) -> BatchedRun:
+    from sweep.training.batched import BatchedRun
+
+    data, opt = loaded
+    return BatchedRun(
+        data,
+        configs,
+        lr=opt.lr,
+        batch_size=opt.batch_size,
+        device=configs[0].device,
+        capacity=capacity,
+    )
 
     def has_test_split(self, options: Mapping[str, Any]) -> bool:
         """Whether the file holds X_test and y_test."""

@@ -1,0 +1,89 @@
+"""`sweep worker --batch K`: stacked trials stay separate Optuna trials with their own results."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session, sessionmaker
+
+from sweep import sweeps
+from sweep.config import Settings
+from sweep.db import transaction
+from sweep.study import storage_for
+from sweep.worker import Worker
+
+# Without dropout the stacked model trains exactly like separate runs (to fp32 rounding).
+NO_DROPOUT = {
+    "dropout": {"choices": [0.0]},
+    "weight_decay": {"low": 1e-5, "high": 1e-2, "log": True},
+}
+
+
+def make_sweep(
+    settings: Settings, factory: sessionmaker[Session], name: str, **fields: object
+) -> None:
+    spec = sweeps.SweepSpec.model_validate(
+        {
+            "name": name,
+            "task": "digits-mlp",
+            "epochs": 5,
+            "task_options": {"train_size": 100},
+            **fields,
+        }
+    )
+    with transaction(factory) as session:
+        sweeps.create_sweep(session, storage_for(settings), spec)
+
+
+def trials(settings: Settings, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=settings.database_url).trials
+
+
+def test_batched_trials_match_one_at_a_time(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    for name in ("stacked", "alone"):
+        make_sweep(
+            settings, factory, name, n_trials=5, sampler="random", pruner="none", space=NO_DROPOUT
+        )
+    Worker(settings, device="cpu", exit_when_idle=True, batch=3).run()
+    stacked = trials(settings, "stacked")
+    Worker(settings, device="cpu", exit_when_idle=True, batch=1).run()
+    alone = trials(settings, "alone")
+    assert [t.state for t in stacked] == [TrialState.COMPLETE] * 5
+    for s, a in zip(stacked, alone, strict=True):
+        assert s.params == a.params
+        assert len(s.intermediate_values) == len(a.intermediate_values) == 5
+        for epoch, value in a.intermediate_values.items():
+            assert math.isclose(s.intermediate_values[epoch], value, rel_tol=1e-4)
+        assert s.user_attrs["curves"]["train_loss"] == pytest.approx(
+            a.user_attrs["curves"]["train_loss"], rel=1e-4
+        )
+        assert s.user_attrs["metrics"]["epoch"] == a.user_attrs["metrics"]["epoch"]
+
+
+def test_a_batch_keeps_the_budget_and_refills_freed_slots(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    make_sweep(settings, factory, "refill", n_trials=7, epochs=6, patience=2)
+    worker = Worker(settings, device="cpu", exit_when_idle=True, batch=3)
+    assert worker.run() == 0
+    assert worker.trials_run == 7  # more than one batch of 3: freed slots took new trials
+    done = trials(settings, "refill")
+    assert len(done) == 7
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in done)
+    for t in done:  # every member reported its own epochs
+        assert len(t.user_attrs["curves"]["val_loss"]) == len(t.intermediate_values)
+    with factory() as session:
+        assert sweeps.get_sweep(session, "refill").status == "completed"
+
+
+def test_a_task_without_a_batched_form_runs_one_trial_at_a_time(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    make_sweep(settings, factory, "plain", task="synthetic", task_options={}, n_trials=3)
+    assert Worker(settings, device="cpu", exit_when_idle=True, batch=4).run() == 0
+    assert [t.state for t in trials(settings, "plain")] == [TrialState.COMPLETE] * 3
