@@ -118,6 +118,10 @@ class NpzMLP:
         data = _npz(str(file), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
         return data, opt
 
+    def has_test_split(self, options: Mapping[str, Any]) -> bool:
+        """Whether the file holds X_test and y_test."""
+        return load_npz(_path(options)).X_test is not None
+
 
 def _start_batch(
     loaded: tuple[Splits, _Optimization], configs: Sequence[RunConfig], capacity: int
@@ -133,10 +137,6 @@ def _start_batch(
         device=configs[0].device,
         capacity=capacity,
     )
-
-    def has_test_split(self, options: Mapping[str, Any]) -> bool:
-        """Whether the file holds X_test and y_test."""
-        return load_npz(_path(options)).X_test is not None
 
 
 @functools.lru_cache(maxsize=4)

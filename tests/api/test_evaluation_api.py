@@ -22,6 +22,7 @@ from sweep.evaluation import claim_evaluation
 from sweep.space import trial_params
 from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import Claim, TrialRun, claim_trial, settle_sweep
+from sweep.worker import Worker
 from tests.api.test_sweeps_api import create, run_worker
 
 
@@ -180,3 +181,29 @@ def test_test_split_needs_a_task_with_one(client: TestClient) -> None:
 def test_names_of_evaluation_studies_are_reserved(client: TestClient) -> None:
     response = client.post("/v1/sweeps", json={"name": "mine.eval", "task": "synthetic"})
     assert response.status_code == 422 and "reserved" in response.text
+
+
+def test_a_batching_worker_runs_evaluation_trials_alone(
+    client: TestClient, settings: Settings
+) -> None:
+    fields = {
+        "task": "digits-mlp",
+        "epochs": 3,
+        "pruner": "none",
+        "task_options": {"train_size": 100},
+    }
+    create(
+        client,
+        "stacked",
+        n_trials=3,
+        reevaluate_top=1,
+        reevaluate_seeds=1,
+        test_split=True,
+        **fields,
+    )
+    assert Worker(settings, device="cpu", exit_when_idle=True, batch=3).run() == 0
+    sweep = client.get("/v1/sweeps/stacked").json()
+    assert sweep["status"] == "completed" and sweep["evaluations"] == {"COMPLETE": 3}
+    best = client.get("/v1/sweeps/stacked/best").json()
+    assert best["seeds"] == 2 and best["baseline"] is not None
+    assert best["test"] is not None and 0 <= best["test"]["accuracy"] <= 1

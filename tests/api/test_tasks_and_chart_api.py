@@ -71,7 +71,8 @@ def test_a_missing_npz_file_and_a_test_split_without_test_data_get_422(
 
     arrays = {**_good_arrays(), "X_test": np.zeros((3, 5)), "y_test": np.zeros(3, dtype=int)}
     body["task_options"] = {"path": str(_save(tmp_path, arrays))}
-    assert sqlite_client.post("/v1/sweeps", json=body).status_code == 201
+    created = sqlite_client.post("/v1/sweeps", json=body)
+    assert created.status_code == 201, created.text
 
 
 def png_size(data: bytes) -> tuple[int, int]:
