@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 import sweep
 from api.errors import install_error_handlers
 from api.ratelimit import RequestLimiter
-from api.routes import health, metrics, sweeps, tokens, trials
+from api.routes import health, metrics, sweeps, tasks, tokens, trials
 from sweep.config import Settings
 from sweep.db import make_engine, make_session_factory
 from sweep.metrics import api_registry
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(sweeps.router)
     app.include_router(trials.router)
+    app.include_router(tasks.router)
     if settings.metrics:
         app.state.metrics = api_registry(app.state.engine, settings.grace_period)
         app.add_middleware(metrics.RequestTimer)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sweep.errors import InvalidToken
 from sweep.models import utcnow
-from sweep.results import TrialResult
+from sweep.results import Configuration, EvaluationRun, TrialResult
 from sweep.sweeps import SweepProgress, SweepSpec
 from sweep.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
 
@@ -34,6 +34,10 @@ class SweepCreate(SweepSpec):
                     "pruner": "median",
                     "penalty": "l2",
                     "seed": 0,
+                    "baseline": True,
+                    "reevaluate_top": 3,
+                    "reevaluate_seeds": 3,
+                    "test_split": False,
                 }
             ]
         },
@@ -60,8 +64,15 @@ class SweepOut(BaseModel):
     patience: int | None
     seed: int
     max_attempts: int
+    baseline: bool
+    reevaluate_top: int
+    reevaluate_seeds: int
+    test_split: bool
     configurations_started: int = Field(description="configurations tried so far (the budget)")
     trials: dict[str, int] = Field(description="number of trials per Optuna state")
+    evaluations: dict[str, int] = Field(
+        description="evaluation trials (baseline, re-evaluations, test) per Optuna state"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -87,8 +98,13 @@ class SweepOut(BaseModel):
             patience=s.patience,
             seed=s.seed,
             max_attempts=s.max_attempts,
+            baseline=s.baseline,
+            reevaluate_top=s.reevaluate_top,
+            reevaluate_seeds=s.reevaluate_seeds,
+            test_split=s.test_split,
             configurations_started=progress.configurations,
             trials=progress.counts,
+            evaluations=progress.evaluations,
             created_at=s.created_at,
             started_at=s.started_at,
             finished_at=s.finished_at,
@@ -117,6 +133,7 @@ class TrialOut(BaseModel):
     )
     started_at: datetime | None
     finished_at: datetime | None
+    seed: int | None = Field(None, description="the trial's torch seed: params + seed reproduce it")
 
     @classmethod
     def from_result(cls, r: TrialResult) -> TrialOut:
@@ -133,7 +150,74 @@ class TrialOut(BaseModel):
             reused_from=r.reused_from,
             started_at=r.started_at,
             finished_at=r.finished_at,
+            seed=r.seed,
         )
+
+
+class ConfigurationOut(TrialOut):
+    """A configuration: its search trial, and its best validation loss over every seed it ran."""
+
+    mean: float = Field(description="mean over seeds of the best validation loss; ranks /top")
+    std: float | None = Field(description="sample standard deviation over seeds (null from one)")
+    seeds: int = Field(description="runs behind the mean: 1 until re-evaluation has finished")
+    seed_values: list[float] = Field(description="best validation loss per run, search run first")
+
+    @classmethod
+    def from_configuration(cls, c: Configuration) -> ConfigurationOut:
+        return cls(
+            **TrialOut.from_result(c.trial).model_dump(),
+            mean=c.mean,
+            std=c.std,
+            seeds=c.seeds,
+            seed_values=list(c.values),
+        )
+
+
+class EvaluationOut(BaseModel):
+    """An evaluation run: the unregularized baseline (p=0, λ=0) on its seed."""
+
+    params: dict[str, Any]
+    seed: int
+    value: float | None = Field(description="best validation loss")
+    epoch: int | None
+    metrics: dict[str, Any]
+
+    @classmethod
+    def from_run(cls, run: EvaluationRun | None) -> EvaluationOut | None:
+        if run is None:
+            return None
+        return cls(
+            params=run.params,
+            seed=run.seed,
+            value=run.value,
+            epoch=run.metrics.get("epoch"),
+            metrics=run.metrics,
+        )
+
+
+class TestOut(BaseModel):
+    """The chosen configuration on the held-out test split, at its best validation epoch."""
+
+    loss: float
+    accuracy: float
+    epoch: int
+    seed: int
+
+
+class BestOut(ConfigurationOut):
+    """The best configuration, the unregularized baseline beside it, and its test result."""
+
+    evaluation: str = Field(description="search, reevaluation, test or done")
+    baseline: EvaluationOut | None = Field(description="p=0, λ=0; null until it has run")
+    test: TestOut | None = Field(description="with test_split: null until measured")
+
+
+class TaskOut(BaseModel):
+    """A registered training task."""
+
+    name: str
+    description: str
+    options: dict[str, str] = Field(description="task_options it accepts, and what each means")
 
 
 class TrialDetail(TrialOut):

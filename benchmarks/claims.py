@@ -22,7 +22,7 @@ from benchmarks import overhead
 from benchmarks._common import create_sweep, fresh_database, start_worker
 
 warnings.filterwarnings("ignore")
-CLAIM = re.compile(r"claim sweep=\S+ trial=(\d+)")
+CLAIM = re.compile(r"claim sweep=claims trial=(\d+)")  # search trials, not claims.eval
 
 
 def claims_per_second(

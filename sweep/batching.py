@@ -38,6 +38,7 @@ def run_config(claim: Claim, device: str) -> RunConfig:
         patience=claim.patience,
         device=device,
         options=claim.task_options,
+        evaluate_test=claim.evaluate_test,
     )
 
 

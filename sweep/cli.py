@@ -126,6 +126,16 @@ class Api:
             _fail(f"{response.status_code}: {_error_text(response)}")
         return response.json()
 
+    def get_bytes(self, path: str) -> bytes:
+        """GET a binary body (a chart), failing with the API's message on an error."""
+        try:
+            response = self._client.get(path)
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach the API at {self.base_url} ({exc}); is `sweep api` running?")
+        if response.status_code >= 400:
+            _fail(f"{response.status_code}: {_error_text(response)}")
+        return response.content
+
     def get_optional(self, path: str) -> Any | None:
         """GET that answers None on 404 (e.g. no best trial yet)."""
         try:
@@ -552,15 +562,30 @@ def best(
     console.print(_trials_table(rows))
 
 
+@app.command()
+def plot(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")] = Path(
+        "chart.png"
+    ),
+    api_url: ApiOpt = None,
+) -> None:
+    """Save the chart: train and validation loss per epoch, best configuration vs p=0, λ=0."""
+    output.write_bytes(Api(api_url).get_bytes(f"/v1/sweeps/{name}/chart.png"))
+    console.print(f"wrote {output}")
+
+
 def _trials_table(rows: list[dict[str, Any]]) -> Table:
     params = sorted({p for r in rows for p in r["params"]})
-    table = Table("trial", *params, "val loss", "epoch", "val acc", "gap")
+    table = Table("trial", *params, "val loss", "mean ± std (seeds)", "epoch", "val acc", "gap")
     for r in rows:
         m = r["metrics"]
+        spread = f" ± {r['std']:.4f}" if r.get("std") is not None else ""
         table.add_row(
             str(r["number"]),
             *(f"{r['params'][p]:.4g}" for p in params),
             f"{r['value']:.4f}",
+            f"{r.get('mean', r['value']):.4f}{spread} ({r.get('seeds', 1)})",
             str(r["epoch"]),
             f"{m.get('val_accuracy', float('nan')):.3f}",
             f"{m.get('generalization_gap', float('nan')):.3f}",
@@ -618,12 +643,18 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
             s = client.request("GET", f"/v1/sweeps/{name}")
             top = client.get_optional(f"/v1/sweeps/{name}/best")
             best_text = f"best val loss {top['value']:.4f} (trial {top['number']})" if top else ""
+            status = s["status"]
+            evaluations = s.get("evaluations", {})
+            if status == "running" and _done(s) >= s["n_trials"] and evaluations:
+                finished = sum(evaluations.values()) - evaluations.get("WAITING", 0)
+                finished -= evaluations.get("RUNNING", 0)
+                status = f"evaluating {finished}/{sum(evaluations.values())}"
             progress.update(
                 bar,
                 total=s["n_trials"],
                 completed=_done(s),
                 best=best_text,
-                description=f"{name} [{s['status']}]",
+                description=f"{name} [{status}]",
             )
             if s["status"] in TERMINAL:
                 break
@@ -632,6 +663,13 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
         _fail(f"sweep {name} failed: {s['error']}")
     if top:
         console.print(_trials_table([top]))
+        baseline = top.get("baseline")
+        if baseline and baseline.get("value") is not None:
+            console.print(
+                f"unregularized baseline (p=0, λ=0, seed {baseline['seed']}): "
+                f"val loss {baseline['value']:.4f}; best: {top['mean']:.4f} "
+                f"over {top['seeds']} seed(s)"
+            )
     return dict(s)
 
 
@@ -710,7 +748,8 @@ def up(
         watch_sweep(client, name)
         console.print(
             f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
-            f"Try: sweep best {name} -k 5   |   Ctrl-C to stop."
+            f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
+            "Ctrl-C to stop."
         )
         while all(child.poll() is None for child in children):
             time.sleep(1)

@@ -18,7 +18,7 @@ from sweep import queries
 
 log = logging.getLogger("sweep.trials")
 
-COPIED_ATTRS = ("metrics", "curves")
+COPIED_ATTRS = ("metrics", "curves", "seed")  # the run it repeats
 
 
 def reuse_if_duplicate(

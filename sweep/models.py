@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SWEEP_STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
@@ -41,6 +41,11 @@ class Sweep(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     # {"sampler": {...}, "pruner": {...}}: the options of the named sampler and pruner
     search_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Evaluation trials, run after the budget in the sibling study "<name>.eval".
+    baseline: Mapped[bool] = mapped_column(Boolean, default=True)
+    reevaluate_top: Mapped[int] = mapped_column(Integer, default=3)
+    reevaluate_seeds: Mapped[int] = mapped_column(Integer, default=3)
+    test_split: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

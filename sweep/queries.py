@@ -276,3 +276,45 @@ def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
             if (now - heartbeat).total_seconds() <= grace_period:
                 alive[str(name)] = alive.get(str(name), 0) + 1
     return alive
+
+
+# ---- evaluation trials ----------------------------------------------------------------------
+# The baseline, re-evaluations and the test run of a sweep live in a sibling study, so the
+# sampler never sees them and they never count against the budget (see sweep/evaluation.py).
+
+EVALUATION_SUFFIX = ".eval"
+STAGE_KEY = "stage"  # the evaluation study's user attribute: search → reevaluation → test → done
+BASELINE, REEVALUATION, TEST = "baseline", "reevaluation", "test"  # kinds of evaluation trial
+SEARCH, DONE = "search", "done"
+
+_study_user_attrs = table(
+    "study_user_attributes", column("study_id"), column("key"), column("value_json")
+)
+
+
+def evaluation_study_name(sweep_name: str) -> str:
+    """The name of the study holding a sweep's evaluation trials."""
+    return sweep_name + EVALUATION_SUFFIX
+
+
+def study_user_attr(engine: Engine, study: int, key: str) -> Any:
+    """The study's user attribute ``key``, or None."""
+    query = select(_study_user_attrs.c.value_json).where(
+        _study_user_attrs.c.study_id == study, _study_user_attrs.c.key == key
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    return None if found is None else json.loads(found)
+
+
+def evaluation_finished(engine: Engine, sweep_name: str) -> bool:
+    """Whether the sweep's evaluation trials are all planned and finished.
+
+    A sweep created before evaluations existed has no evaluation study: nothing to wait for.
+    """
+    study = study_id(engine, evaluation_study_name(sweep_name))
+    if study is None:
+        return True
+    counts = state_counts(engine, study)
+    idle = not counts.get("WAITING", 0) and not counts.get("RUNNING", 0)
+    return idle and study_user_attr(engine, study, STAGE_KEY) == DONE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +32,7 @@ class TrialResult:
     started_at: datetime | None
     finished_at: datetime | None
     curves: dict[str, list[float]]
+    seed: int | None = None
 
     @classmethod
     def from_row(cls, row: queries.TrialRow) -> TrialResult:
@@ -49,10 +52,11 @@ class TrialResult:
             started_at=row.started_at,
             finished_at=row.finished_at,
             curves=dict(attrs.get("curves", {})),
+            seed=attrs.get("seed"),
         )
 
 
-SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error", "reused_from")
+SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error", "reused_from", "seed")
 DETAIL_ATTRS = (*SUMMARY_ATTRS, "curves")
 
 
@@ -68,16 +72,109 @@ def study_id_of(engine: Engine, sweep: Sweep) -> int:
     return study
 
 
-def top_trials(engine: Engine, sweep: Sweep, k: int) -> list[TrialResult]:
-    """The ``k`` completed trials with the lowest validation loss, best first."""
-    return _results(
-        engine, queries.best_trial_ids(engine, study_id_of(engine, sweep), k), SUMMARY_ATTRS
-    )
+@dataclass(frozen=True)
+class Configuration:
+    """A configuration the search found, with its best validation loss on every seed it ran."""
+
+    trial: TrialResult  # the search trial that found it
+    seed: int  # that trial's seed
+    values: tuple[float, ...]  # the search run's first, then each re-evaluation's
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds; None from a single seed."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
 
 
-def best_trial(engine: Engine, sweep: Sweep) -> TrialResult:
-    """The completed trial with the lowest validation loss; NoResultYet before there is one."""
-    best = top_trials(engine, sweep, 1)
+@dataclass(frozen=True)
+class EvaluationRun:
+    """A baseline, re-evaluation or test trial of the sweep's evaluation study."""
+
+    kind: str
+    number: int
+    state: str
+    params: dict[str, Any]
+    seed: int
+    trial_number: int | None  # the search trial whose params it trains
+    value: float | None
+    metrics: dict[str, Any]
+    curves: dict[str, list[float]]
+
+
+def evaluation_stage(engine: Engine, sweep: Sweep) -> str:
+    """search, reevaluation, test or done (done for a sweep without evaluation trials)."""
+    study = queries.study_id(engine, queries.evaluation_study_name(sweep.name))
+    if study is None:
+        return queries.DONE
+    return str(queries.study_user_attr(engine, study, queries.STAGE_KEY) or queries.SEARCH)
+
+
+def evaluation_runs(engine: Engine, sweep: Sweep, *, curves: bool = False) -> list[EvaluationRun]:
+    """Every evaluation trial of the sweep, in number order."""
+    study = queries.study_id(engine, queries.evaluation_study_name(sweep.name))
+    if study is None:
+        return []
+    ids = queries.trial_ids_page(engine, study, after_number=-1, limit=100_000, state=None)
+    keys = ("kind", "params", "seed", "trial_number", "metrics") + (("curves",) if curves else ())
+    return [
+        EvaluationRun(
+            kind=str(row.user_attrs.get("kind")),
+            number=row.number,
+            state=row.state,
+            params=dict(row.user_attrs.get("params", {})),
+            seed=int(row.user_attrs.get("seed", 0)),
+            trial_number=row.user_attrs.get("trial_number"),
+            value=row.value if row.state == "COMPLETE" else None,
+            metrics=dict(row.user_attrs.get("metrics", {})),
+            curves=dict(row.user_attrs.get("curves", {})),
+        )
+        for row in queries.trial_rows(engine, ids, keys)
+    ]
+
+
+def finished_run(runs: list[EvaluationRun], kind: str) -> EvaluationRun | None:
+    """The last completed evaluation run of ``kind``, if any."""
+    done = [r for r in runs if r.kind == kind and r.state == "COMPLETE" and r.value is not None]
+    return done[-1] if done else None
+
+
+def top_configurations(engine: Engine, sweep: Sweep, k: int) -> list[Configuration]:
+    """The ``k`` best configurations, best first.
+
+    Until re-evaluation has finished, by the search run's validation loss (one
+    seed each). After it, the re-evaluated configurations come first, ranked by
+    their mean over seeds, then the others by their single value.
+    """
+    extra: dict[int, list[float]] = {}
+    if evaluation_stage(engine, sweep) in (queries.TEST, queries.DONE):
+        for run in evaluation_runs(engine, sweep):
+            ok = run.value is not None and math.isfinite(run.value)
+            if run.kind == queries.REEVALUATION and ok and run.trial_number is not None:
+                extra.setdefault(int(run.trial_number), []).append(float(run.value or 0.0))
+    ids = queries.best_trial_ids(engine, study_id_of(engine, sweep), k + len(extra))
+    configurations = [
+        Configuration(
+            trial=t,
+            seed=t.seed if t.seed is not None else sweep.seed + t.number,
+            values=(float(t.value or 0.0), *extra.get(t.number, ())),
+        )
+        for t in _results(engine, ids, SUMMARY_ATTRS)
+    ]
+    configurations.sort(key=lambda c: (c.trial.number not in extra, c.mean, c.trial.number))
+    return configurations[:k]
+
+
+def best_configuration(engine: Engine, sweep: Sweep) -> Configuration:
+    """The best configuration so far; NoResultYet before a trial has completed."""
+    best = top_configurations(engine, sweep, 1)
     if not best:
         raise NoResultYet(f"no trial of sweep {sweep.name!r} has completed yet; try again later")
     return best[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import optuna
@@ -22,10 +22,17 @@ from sqlalchemy.orm import Session
 
 from sweep import queries, search
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
+from sweep.evaluation import create_evaluation_study
 from sweep.models import Sweep, utcnow
 from sweep.space import Space
 from sweep.study import PRUNERS, SAMPLERS, create_study
-from sweep.training.tasks import TaskOptionsError, UnknownTaskError, get_task, task_names
+from sweep.training.tasks import (
+    TaskOptionsError,
+    UnknownTaskError,
+    get_task,
+    has_test_split,
+    task_names,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,100}$"
 DEFAULT_TASK = "digits-mlp"
@@ -82,6 +89,36 @@ class SweepSpec(BaseModel):
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, strict=True)
     max_attempts: int = Field(3, ge=1, le=20, strict=True, description="attempts per configuration")
+    baseline: bool = Field(
+        True,
+        strict=True,
+        description="also train the unregularized baseline (p=0, λ=0) once, for the chart",
+    )
+    reevaluate_top: int = Field(
+        3,
+        ge=0,
+        le=20,
+        strict=True,
+        description="after the budget, re-train this many best configurations",
+    )
+    reevaluate_seeds: int = Field(
+        3, ge=1, le=20, strict=True, description="further seeds per re-evaluation"
+    )
+    test_split: bool = Field(
+        False,
+        strict=True,
+        description="report the chosen configuration's loss on the held-out test split",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.endswith(queries.EVALUATION_SUFFIX):
+            raise ValueError(
+                f"names ending in {queries.EVALUATION_SUFFIX!r} are reserved for a sweep's "
+                "evaluation study; pick another name"
+            )
+        return name
 
     @field_validator("task")
     @classmethod
@@ -116,9 +153,15 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _task_options_and_grid(self) -> SweepSpec:
         try:
-            get_task(self.task).check_options(self.task_options)
+            task = get_task(self.task)
+            task.check_options(self.task_options)
         except (TaskOptionsError, UnknownTaskError) as exc:
             raise ValueError(f"task_options: {exc}") from exc
+        if self.test_split and not has_test_split(task, self.task_options):
+            raise ValueError(
+                f"test_split: task {self.task!r} has no test split with these options "
+                "(an .npz needs X_test and y_test); leave test_split false"
+            )
         if self.sampler == "grid":
             self._fit_budget_to_grid()
         return self
@@ -161,6 +204,7 @@ class SweepProgress:
     sweep: Sweep
     counts: dict[str, int]
     configurations: int
+    evaluations: dict[str, int] = field(default_factory=dict)
 
 
 def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Sweep:
@@ -182,12 +226,17 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
         seed=spec.seed,
         max_attempts=spec.max_attempts,
         search_options={"sampler": spec.sampler_options, "pruner": spec.pruner_options},
+        baseline=spec.baseline,
+        reevaluate_top=spec.reevaluate_top,
+        reevaluate_seeds=spec.reevaluate_seeds,
+        test_split=spec.test_split,
         status="queued",
         created_at=utcnow(),
     )
     # The study first: on SQLite a flushed insert would hold the write lock Optuna needs.
     try:
         create_study(storage, sweep)
+        create_evaluation_study(storage, sweep)
     except optuna.exceptions.DuplicatedStudyError:
         raise AlreadyExists(
             f"an Optuna study named {spec.name!r} already exists in this database"
@@ -237,6 +286,10 @@ def sweep_progress(engine: Engine, sweep: Sweep) -> SweepProgress:
     study = queries.study_id(engine, sweep.name)
     if study is None:
         return SweepProgress(sweep, {}, 0)
+    evaluation = queries.study_id(engine, queries.evaluation_study_name(sweep.name))
     return SweepProgress(
-        sweep, queries.state_counts(engine, study), queries.configurations_started(engine, study)
+        sweep,
+        queries.state_counts(engine, study),
+        queries.configurations_started(engine, study),
+        queries.state_counts(engine, evaluation) if evaluation is not None else {},
     )

@@ -35,6 +35,9 @@ T = TypeVar("T")
 GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
 
 
+RUN_ATTRS = ("worker", "attempt", "curves", "metrics", "error")  # user attrs one run writes
+
+
 class LeaseLost(Exception):
     """The trial was failed by a reaper while this worker still held it."""
 
@@ -59,6 +62,13 @@ class Claim:
     seed: int
     attempt: int
     worker: str
+    study_name: str = ""  # the Optuna study holding the trial; the sweep's own if empty
+    evaluate_test: bool = False
+
+    @property
+    def study(self) -> str:
+        """The name of the Optuna study the trial belongs to."""
+        return self.study_name or self.sweep_name
 
 
 @dataclass
@@ -68,11 +78,14 @@ class Curves:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    test: dict[int, tuple[float, float]] = field(default_factory=dict)  # epoch -> loss, accuracy
 
     def add(self, result: EpochResult) -> None:
         self.train_loss.append(result.train_loss)
         self.val_loss.append(result.val_loss)
         self.val_accuracy.append(result.val_accuracy)
+        if result.test_loss is not None and result.test_accuracy is not None:
+            self.test[result.epoch] = (result.test_loss, result.test_accuracy)
 
     def as_dict(self, epochs: int | None = None) -> dict[str, list[float]]:
         """The first ``epochs`` epochs (all by default) as lists."""
@@ -94,6 +107,8 @@ class Curves:
             "generalization_gap": self.val_loss[best] - self.train_loss[best],
             "epochs_run": len(self.val_loss),
         }
+        if best in self.test:  # measured only when asked for, at the chosen epoch
+            metrics["test_loss"], metrics["test_accuracy"] = self.test[best]
         return self.val_loss[best], metrics
 
 
@@ -113,6 +128,15 @@ def reap_stale_trials(settings: Settings, sweep: Sweep) -> None:
     """Fail the sweep's trials whose heartbeats stopped, and re-queue their params."""
     storage = storage_for(settings, sweep.max_attempts)
     study = optuna.load_study(study_name=sweep.name, storage=storage)
+    optuna.storages.fail_stale_trials(study)
+    _reap_evaluation_trials(storage, sweep.name)
+
+
+def _reap_evaluation_trials(storage: RDBStorage, name: str) -> None:
+    try:
+        study = optuna.load_study(study_name=queries.evaluation_study_name(name), storage=storage)
+    except KeyError:  # a sweep created before evaluation studies existed
+        return
     optuna.storages.fail_stale_trials(study)
 
 
@@ -203,7 +227,7 @@ class TrialRun:
         self._saved_epochs = -1
         pruner = make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
         self.study = self._db(
-            lambda: optuna.Study(claim.sweep_name, storage=self.storage, pruner=pruner), "load"
+            lambda: optuna.Study(claim.study, storage=self.storage, pruner=pruner), "load"
         )
         self.trial = optuna.Trial(self.study, claim.trial_id)
         self._epoch_started = time.perf_counter()
@@ -235,6 +259,7 @@ class TrialRun:
             # Who runs it and which attempt this is; a retry also drops its predecessor's curves.
             self.storage.set_trial_user_attr(tid, "worker", self.claim.worker)
             self.storage.set_trial_user_attr(tid, "attempt", self.claim.attempt)
+            self.storage.set_trial_user_attr(tid, "seed", self.claim.seed)
         except Exception as exc:
             log.warning("trial %s: could not record its worker: %s", self.claim.number, exc)
         while not self._stop.wait(self._interval):
@@ -308,6 +333,8 @@ class TrialRun:
             state=TrialState.WAITING,
             params=frozen.params,
             distributions=frozen.distributions,
+            # what defines the trial (an evaluation trial's params and seed), not this run's results
+            user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in RUN_ATTRS},
             system_attrs={
                 queries.RETRY_MARK: _configuration_number(frozen),
                 "retry_history": list(frozen.system_attrs.get("retry_history", [])),
@@ -345,6 +372,8 @@ def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: i
             if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
                 return
             if queries.configurations_started(engine, study_id) < sweep.n_trials:
+                return
+            if not queries.evaluation_finished(engine, sweep.name):
                 return
         sweep.finished_at = utcnow()
         if succeeded:

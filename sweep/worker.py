@@ -16,6 +16,7 @@ from sweep.batching import run_batch, run_config
 from sweep.config import Settings
 from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
+from sweep.evaluation import claim_evaluation
 from sweep.schema import check_ready
 from sweep.training.tasks import RunConfig, get_task
 from sweep.trials import (
@@ -92,7 +93,8 @@ class Worker:
                     break
                 self.stopping.wait(self.settings.poll_interval)
                 continue
-            if self.batch == 1 or not run_batch(self, claim, self.batch):
+            # evaluation trials (claim.study_name set) train alone: the test split is per trial
+            if self.batch == 1 or claim.study_name or not run_batch(self, claim, self.batch):
                 self._run_trial(claim)
         self.engine.dispose()
         return 0
@@ -120,14 +122,18 @@ class Worker:
                 reap_stale_trials(self.settings, sweep)
                 self._reaped_at[sweep.id] = now
             claim = claim_trial(self.settings, self.factory, sweep.id, self.name)
+            if claim is None:  # the budget is handed out: baseline and re-evaluations next
+                claim = claim_evaluation(self.settings, self.factory, sweep.id, self.name)
             if claim is not None:
                 return claim
             settle_sweep(self.settings, self.factory, sweep.id)
         return None
 
     def _run_trial(self, claim: Claim) -> None:
-        where = f"sweep={claim.sweep_name} trial={claim.number} attempt={claim.attempt}"
-        fields = {"sweep": claim.sweep_name, "trial": claim.number, "worker": self.name}
+        # the study, not the sweep: evaluation trials are numbered in "<sweep>.eval"
+        where = f"sweep={claim.study} trial={claim.number} attempt={claim.attempt}"
+        fields = {"sweep": claim.sweep_name, "study": claim.study, "trial": claim.number}
+        fields["worker"] = self.name
         log.info(
             "claim %s params=%s worker=%s",
             where,

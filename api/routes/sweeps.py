@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import EngineDep, SessionDep, StorageDep, authorize
-from api.schemas import ErrorOut, ImportanceOut, SweepCreate, SweepOut, SweepPage, TrialOut
-from sweep import importance, results, sweeps
+from api.schemas import (
+    BestOut,
+    ConfigurationOut,
+    ErrorOut,
+    EvaluationOut,
+    ImportanceOut,
+    SweepCreate,
+    SweepOut,
+    SweepPage,
+    TestOut,
+)
+from sweep import charts, importance, queries, results, sweeps
 from sweep.models import SWEEP_STATUSES
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
@@ -79,23 +89,55 @@ def get_sweep(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepO
     return SweepOut.from_progress(sweeps.sweep_progress(engine, sweeps.get_sweep(session, name)))
 
 
-@router.get("/{name}/best", response_model=TrialOut, responses=ERRORS)
-def best(name: SweepName, session: SessionDep, engine: EngineDep) -> TrialOut:
-    """The configuration with the lowest validation loss so far (404 until one completes)."""
+@router.get("/{name}/best", response_model=BestOut, responses=ERRORS)
+def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
+    """The best configuration so far (404 until a trial completes), with the baseline beside it.
+
+    Ranked by the mean over seeds once re-evaluation has finished (``seeds`` > 1).
+    """
     sweep = sweeps.get_sweep(session, name)
-    return TrialOut.from_result(results.best_trial(engine, sweep))
+    chosen = results.best_configuration(engine, sweep)
+    runs = results.evaluation_runs(engine, sweep)
+    test_run = results.finished_run(runs, queries.TEST)
+    test = None
+    if test_run is not None and "test_loss" in test_run.metrics:
+        test = TestOut(
+            loss=test_run.metrics["test_loss"],
+            accuracy=test_run.metrics["test_accuracy"],
+            epoch=test_run.metrics["epoch"],
+            seed=test_run.seed,
+        )
+    return BestOut(
+        **ConfigurationOut.from_configuration(chosen).model_dump(),
+        evaluation=results.evaluation_stage(engine, sweep),
+        baseline=EvaluationOut.from_run(results.finished_run(runs, queries.BASELINE)),
+        test=test,
+    )
 
 
-@router.get("/{name}/top", response_model=list[TrialOut], responses=ERRORS)
+@router.get("/{name}/top", response_model=list[ConfigurationOut], responses=ERRORS)
 def top(
     name: SweepName,
     session: SessionDep,
     engine: EngineDep,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
-) -> list[TrialOut]:
-    """The ``k`` best configurations so far, best first."""
+) -> list[ConfigurationOut]:
+    """The ``k`` best configurations so far, best first (by mean over seeds once re-evaluated)."""
     sweep = sweeps.get_sweep(session, name)
-    return [TrialOut.from_result(r) for r in results.top_trials(engine, sweep, k)]
+    return [
+        ConfigurationOut.from_configuration(c) for c in results.top_configurations(engine, sweep, k)
+    ]
+
+
+@router.get(
+    "/{name}/chart.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
+)
+def chart(name: SweepName, session: SessionDep, engine: EngineDep) -> Response:
+    """Training and validation loss per epoch: the best configuration vs p=0, λ=0 (PNG)."""
+    sweep = sweeps.get_sweep(session, name)
+    return Response(charts.sweep_chart(engine, sweep), media_type="image/png")
 
 
 @router.get("/{name}/importance", response_model=ImportanceOut, responses=ERRORS)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sweep.training.data import (
     DIGITS_TRAIN_SIZE_MAX,
@@ -47,6 +47,12 @@ class DigitsMLP:
         f"600 rows validate), lr (Adam, default {DEFAULT_LR}), "
         f"batch_size (default {DEFAULT_BATCH_SIZE})."
     )
+    options: ClassVar[dict[str, str]] = {
+        "train_size": f"training rows, {DIGITS_TRAIN_SIZE_MIN}…{DIGITS_TRAIN_SIZE_MAX} "
+        f"(default {DEFAULT_TRAIN_SIZE}); 600 rows validate, the rest are the test split",
+        "lr": f"Adam's learning rate, in (0, 1] (default {DEFAULT_LR})",
+        "batch_size": f"rows per step, 1…{BATCH_SIZE_MAX} (default {DEFAULT_BATCH_SIZE})",
+    }
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise TaskOptionsError naming the option and the rule if ``options`` is not valid."""
@@ -58,6 +64,10 @@ class DigitsMLP:
         """Train one trial on the digits, yielding after every epoch."""
         data, opt = self._load(config.options)
         return train_epochs(data, config, lr=opt.lr, batch_size=opt.batch_size)
+
+    def has_test_split(self, options: Mapping[str, Any]) -> bool:
+        """The digits left over after training and validation are the test split."""
+        return True
 
     def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
         """Train up to ``capacity`` trials of one sweep together (they share its options)."""
@@ -78,6 +88,11 @@ class NpzMLP:
         "Options: path (required; as the worker sees it), lr (Adam, default "
         f"{DEFAULT_LR}), batch_size (default {DEFAULT_BATCH_SIZE})."
     )
+    options: ClassVar[dict[str, str]] = {
+        "path": "the .npz file as the worker sees it (required; checked on submission)",
+        "lr": f"Adam's learning rate, in (0, 1] (default {DEFAULT_LR})",
+        "batch_size": f"rows per step, 1…{BATCH_SIZE_MAX} (default {DEFAULT_BATCH_SIZE})",
+    }
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise TaskOptionsError if an option or the file it names is not valid."""
@@ -102,6 +117,10 @@ class NpzMLP:
         # keyed on mtime and size so a rewritten file is read again
         data = _npz(str(file), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0)
         return data, opt
+
+    def has_test_split(self, options: Mapping[str, Any]) -> bool:
+        """Whether the file holds X_test and y_test."""
+        return load_npz(_path(options)).X_test is not None
 
 
 def _start_batch(

@@ -51,6 +51,8 @@ class RunConfig:
     patience: int | None = None  # stop after this many epochs without a better val loss
     device: str = "cpu"
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Also measure the held-out test split, at each epoch that improves the validation loss.
+    evaluate_test: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,18 @@ class EpochResult:
     train_loss: float
     val_loss: float
     val_accuracy: float
+    # Only with RunConfig.evaluate_test, on epochs that improved the validation loss.
+    test_loss: float | None = None
+    test_accuracy: float | None = None
 
 
 class Task(Protocol):
-    """A dataset, a model and a training loop, known by name."""
+    """A dataset, a model and a training loop, known by name.
+
+    Optional members, looked up with getattr so older tasks keep working:
+    ``options`` (option name → what it means, shown by ``GET /v1/tasks``) and
+    ``has_test_split(options) -> bool`` (whether ``evaluate_test`` can be honoured).
+    """
 
     name: str
     description: str
@@ -110,3 +120,15 @@ def get_task(name: str) -> Task:
             f"unknown task {name!r}; choose one of: {', '.join(task_names())}"
         ) from None
     return _load(import_path)
+
+
+def task_options_help(task: Task) -> dict[str, str]:
+    """The task's options and what each means (empty if the task does not say)."""
+    options = getattr(task, "options", None)
+    return {str(k): str(v) for k, v in options.items()} if isinstance(options, Mapping) else {}
+
+
+def has_test_split(task: Task, options: Mapping[str, Any]) -> bool:
+    """Whether the task can report test loss and accuracy with these options."""
+    check = getattr(task, "has_test_split", None)
+    return bool(check(options)) if callable(check) else False

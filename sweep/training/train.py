@@ -62,7 +62,9 @@ def train_epochs(
     Yields train loss (mean per training row, dropout on), validation loss and
     accuracy after every epoch. The same config gives bit-identical results on
     the CPU. With ``config.patience`` set, it stops after that many epochs
-    without a better validation loss.
+    without a better validation loss. With ``config.evaluate_test`` (and a test
+    split in ``data``), each epoch that improves the validation loss also reports
+    test loss and accuracy, so the last reported pair is the chosen epoch's.
     """
     device = torch.device(config.device)
     torch.manual_seed(config.seed)  # weights and dropout masks
@@ -70,6 +72,9 @@ def train_epochs(
 
     X_train, y_train = data.X_train.to(device), data.y_train.to(device)
     X_val, y_val = data.X_val.to(device), data.y_val.to(device)
+    X_test = y_test = None
+    if config.evaluate_test and data.X_test is not None and data.y_test is not None:
+        X_test, y_test = data.X_test.to(device), data.y_test.to(device)
     n_train, n_val = len(y_train), len(y_val)
 
     params = config.params
@@ -93,20 +98,19 @@ def train_epochs(
             train_loss_sum += loss.detach() * len(batch)
 
         model.eval()
-        val_loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        with torch.no_grad():
-            for start in range(0, n_val, EVAL_CHUNK_ROWS):
-                logits = model(X_val[start : start + EVAL_CHUNK_ROWS])
-                labels = y_val[start : start + EVAL_CHUNK_ROWS]
-                val_loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
-                correct += (logits.argmax(dim=1) == labels).sum()
-
+        val_loss_sum, correct = _evaluate(model, X_val, y_val)
         # one host sync per epoch
         sums = torch.stack([train_loss_sum, val_loss_sum, correct]).tolist()
         train_sum, val_sum, n_correct = sums
         val_loss = val_sum / n_val
-        yield EpochResult(epoch, train_sum / n_train, val_loss, n_correct / n_val)
+        test_loss = test_accuracy = None
+        if X_test is not None and y_test is not None and val_loss < best_val_loss:
+            test_sum, test_correct = _evaluate(model, X_test, y_test)
+            test_loss = test_sum.item() / len(y_test)
+            test_accuracy = test_correct.item() / len(y_test)
+        yield EpochResult(
+            epoch, train_sum / n_train, val_loss, n_correct / n_val, test_loss, test_accuracy
+        )
 
         if val_loss < best_val_loss:
             best_val_loss, epochs_since_best = val_loss, 0
@@ -114,3 +118,18 @@ def train_epochs(
             epochs_since_best += 1
         if config.patience is not None and epochs_since_best >= config.patience:
             return
+
+
+def _evaluate(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and number of correct predictions on (X, y), in chunks, on device."""
+    loss_sum = torch.zeros((), device=X.device)
+    correct = torch.zeros((), device=X.device)
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_CHUNK_ROWS):
+            logits = model(X[start : start + EVAL_CHUNK_ROWS])
+            labels = y[start : start + EVAL_CHUNK_ROWS]
+            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(dim=1) == labels).sum()
+    return loss_sum, correct

@@ -58,7 +58,8 @@ def test_the_dashboard_shows_a_finished_sweep_by_name(processes, settings: Setti
     client = wait_for_dashboard(procs, f"http://127.0.0.1:{port}")
 
     summaries = client.get("/api/studies").json()["study_summaries"]
-    assert [s["study_name"] for s in summaries] == ["dash-reg"]
+    # the sweep's study, and beside it its evaluation study (baseline, re-evaluations)
+    assert [s["study_name"] for s in summaries] == ["dash-reg", "dash-reg.eval"]
     summary = summaries[0]
     assert summary["directions"] == ["minimize"]
     study_attrs = attrs(summary["user_attrs"])

@@ -25,7 +25,11 @@ CLAIM_LINE = re.compile(r"claim sweep=(\S+) trial=(\d+)")
 
 
 def create_sweep(url: str, name: str, **fields: object) -> None:
-    spec = sweeps.SweepSpec.model_validate({"name": name, "task": "synthetic", **fields})
+    # no baseline or re-evaluation unless a test asks: they would only lengthen these tests
+    evaluation = {"baseline": False, "reevaluate_top": 0}
+    spec = sweeps.SweepSpec.model_validate(
+        {"name": name, "task": "synthetic", **evaluation, **fields}
+    )
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
         sweeps.create_sweep(session, storage_for(fast_settings(url)), spec)
@@ -60,7 +64,9 @@ def test_claim_race_never_hands_a_trial_to_two_workers(
     processes, db_url: str, workers: int
 ) -> None:  # type: ignore[no-untyped-def]
     procs: Processes = processes(db_url)
-    create_sweep(db_url, "race", n_trials=40, epochs=2, pruner="none")
+    create_sweep(
+        db_url, "race", n_trials=40, epochs=2, pruner="none", baseline=True, reevaluate_top=3
+    )
     started = [
         procs.start("worker", "--device", "cpu", "--exit-when-idle", name=f"w{i}")
         for i in range(workers)
@@ -68,9 +74,12 @@ def test_claim_race_never_hands_a_trial_to_two_workers(
     for proc in started:
         assert proc.wait(timeout=240) == 0
     claims = Counter(
-        int(m.group(2)) for i in range(workers) for m in CLAIM_LINE.finditer(procs.log(f"w{i}"))
+        (m.group(1), int(m.group(2)))
+        for i in range(workers)
+        for m in CLAIM_LINE.finditer(procs.log(f"w{i}"))
     )
-    assert sum(claims.values()) == 40 and set(claims.values()) == {1}  # 0 double claims
+    assert set(claims.values()) == {1}  # 0 double claims, of search and evaluation trials
+    assert sum(n for (study, _), n in claims.items() if study == "race") == 40
     states = Counter(t.state for t in trials(db_url, "race"))
     assert states == {TrialState.COMPLETE: 40}  # the budget, exactly
     assert sweep_status(db_url, "race") == "completed"

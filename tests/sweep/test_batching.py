@@ -68,7 +68,17 @@ def test_batched_trials_match_one_at_a_time(
 def test_a_batch_keeps_the_budget_and_refills_freed_slots(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    make_sweep(settings, factory, "refill", n_trials=7, epochs=6, patience=2)
+    # search trials only: evaluation trials run alone and would add to trials_run
+    make_sweep(
+        settings,
+        factory,
+        "refill",
+        n_trials=7,
+        epochs=6,
+        patience=2,
+        baseline=False,
+        reevaluate_top=0,
+    )
     worker = Worker(settings, device="cpu", exit_when_idle=True, batch=3)
     assert worker.run() == 0
     assert worker.trials_run == 7  # more than one batch of 3: freed slots took new trials

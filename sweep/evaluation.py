@@ -1,0 +1,198 @@
+"""Evaluation trials: the unregularized baseline, re-evaluations on more seeds, the test run.
+
+They live in a sibling Optuna study, ``<sweep>.eval``, so the sampler never sees
+them and they never count against the budget or the search's ranking. Workers
+claim them with the same lease, heartbeat and retry machinery as search trials,
+once the sweep's budget is handed out. Each trial says what it is in its user
+attributes: ``kind`` (baseline, reevaluation or test), ``params``, ``seed`` and,
+for re-evaluations and the test run, ``trial_number`` (the search trial whose
+params it re-trains).
+
+The evaluation study's ``stage`` attribute moves search → reevaluation → test →
+done under the sweep's claim lock, so concurrent workers plan each step once:
+
+- search: the baseline may run (it needs no result of the search);
+- reevaluation: once every search trial has finished, the ``reevaluate_top``
+  best configurations are queued on ``reevaluate_seeds`` further seeds each;
+- test: once those have finished, the chosen configuration (best mean over
+  seeds) is trained once more with the test split measured at its best epoch;
+- done: the sweep completes when no evaluation trial is waiting or running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from sweep import queries
+from sweep.config import Settings
+from sweep.db import sweep_lock, transaction
+from sweep.models import ACTIVE_STATUSES, Sweep
+from sweep.queries import BASELINE, DONE, REEVALUATION, SEARCH, TEST
+from sweep.results import top_configurations
+from sweep.space import Space
+from sweep.study import storage_for
+from sweep.trials import Claim
+
+
+def evaluation_seeds(sweep: Sweep) -> list[int]:
+    """Seeds of the re-evaluation runs, the same for every configuration.
+
+    They start after the search trials' seeds (sweep seed + configuration
+    number), so a re-evaluation never repeats a search run, and configurations
+    are compared on the same seeds.
+    """
+    first = sweep.seed + sweep.n_trials
+    return [first + j for j in range(sweep.reevaluate_seeds)]
+
+
+def baseline_seed(sweep: Sweep) -> int:
+    """The baseline trains on the first evaluation seed, like every re-evaluated configuration."""
+    return sweep.seed + sweep.n_trials
+
+
+def baseline_params(sweep: Sweep) -> dict[str, float]:
+    """p = 0 and λ = 0, under the parameter names of the sweep's space."""
+    return dict.fromkeys(Space.model_validate(sweep.space).params(), 0.0)
+
+
+def create_evaluation_study(storage: RDBStorage, sweep: Sweep) -> None:
+    """Create the sweep's evaluation study, with the baseline queued if the sweep asks for it."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=queries.evaluation_study_name(sweep.name),
+        direction="minimize",
+        load_if_exists=False,
+    )
+    study.set_user_attr(queries.STAGE_KEY, SEARCH)
+    study.set_user_attr("sweep", sweep.name)
+    if sweep.baseline:
+        _queue(study, BASELINE, baseline_params(sweep), baseline_seed(sweep))
+
+
+def _queue(
+    study: optuna.Study,
+    kind: str,
+    params: dict[str, Any],
+    seed: int,
+    trial_number: int | None = None,
+) -> None:
+    attrs: dict[str, Any] = {"kind": kind, "params": params, "seed": seed}
+    if trial_number is not None:
+        attrs["trial_number"] = trial_number
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs))
+
+
+def claim_evaluation(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    sweep_id: int,
+    worker: str,
+) -> Claim | None:
+    """Give this worker one evaluation trial of the sweep, or None if none is ready.
+
+    Call it when ``claim_trial`` has nothing: under the sweep's lock it plans
+    the next stage if the previous one has finished, then hands out a waiting
+    evaluation trial.
+    """
+    with transaction(factory) as session, sweep_lock(session, sweep_id):
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+        if sweep is None or sweep.status not in ACTIVE_STATUSES:
+            return None
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        name = queries.evaluation_study_name(sweep.name)
+        eval_id = queries.study_id(engine, name)
+        if eval_id is None:  # created before evaluation studies existed
+            return None
+        storage = storage_for(settings, sweep.max_attempts)
+        study = optuna.load_study(
+            study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
+        )
+        _advance(engine, study, sweep, eval_id)
+        if not queries.state_counts(engine, eval_id).get("WAITING", 0):
+            return None
+        trial = study.ask()  # takes a waiting trial: there is one, and we hold the lock
+        storage.record_heartbeat(trial._trial_id)
+        frozen = storage.get_trial(trial._trial_id)
+        attrs = frozen.user_attrs
+        return Claim(
+            sweep_id=sweep.id,
+            sweep_name=sweep.name,
+            task=sweep.task,
+            task_options=dict(sweep.task_options),
+            epochs=sweep.epochs,
+            penalty=sweep.penalty,
+            patience=sweep.patience,
+            pruner="none",  # a re-evaluation runs to the end, as its search trial could have
+            pruner_options={},
+            max_attempts=sweep.max_attempts,
+            trial_id=trial._trial_id,
+            number=trial.number,
+            params=dict(attrs["params"]),
+            seed=int(attrs["seed"]),
+            attempt=len(frozen.system_attrs.get("retry_history", [])) + 1,
+            worker=worker,
+            study_name=name,
+            evaluate_test=attrs["kind"] == TEST,
+        )
+
+
+def _advance(engine: Engine, study: optuna.Study, sweep: Sweep, eval_id: int) -> None:
+    """Plan the next stage of evaluation if the current one has finished."""
+    stage = queries.study_user_attr(engine, eval_id, queries.STAGE_KEY) or SEARCH
+    if stage == SEARCH:
+        if not _search_finished(engine, sweep):
+            return
+        main_id = queries.study_id(engine, sweep.name)
+        assert main_id is not None
+        if sweep.reevaluate_top:
+            # a trial that reused a twin's result repeats a configuration: re-train it once
+            best_ids = queries.best_trial_ids(engine, main_id, 4 * sweep.reevaluate_top)
+            rows = queries.trial_rows(engine, best_ids, ("reused_from",))
+            fresh = [row for row in rows if row.user_attrs.get("reused_from") is None]
+            for row in fresh[: sweep.reevaluate_top]:
+                for seed in evaluation_seeds(sweep):
+                    _queue(study, REEVALUATION, row.params, seed, row.number)
+        stage = _set_stage(study, REEVALUATION)
+    if stage == REEVALUATION:
+        if _busy(engine, eval_id, REEVALUATION):
+            return
+        chosen = top_configurations(engine, sweep, 1) if sweep.test_split else []
+        if not chosen:
+            _set_stage(study, DONE)
+            return
+        # The chosen configuration's own search run again, now measuring the test split.
+        trial = chosen[0].trial
+        _queue(study, TEST, trial.params, chosen[0].seed, trial.number)
+        stage = _set_stage(study, TEST)
+    if stage == TEST and not _busy(engine, eval_id, TEST):
+        _set_stage(study, DONE)
+
+
+def _set_stage(study: optuna.Study, stage: str) -> str:
+    study.set_user_attr(queries.STAGE_KEY, stage)
+    return stage
+
+
+def _search_finished(engine: Engine, sweep: Sweep) -> bool:
+    main_id = queries.study_id(engine, sweep.name)
+    if main_id is None:
+        return False
+    waiting, started, _ = queries.budget_counts(engine, main_id)
+    running = queries.state_counts(engine, main_id).get("RUNNING", 0)
+    return not waiting and not running and started >= sweep.n_trials
+
+
+def _busy(engine: Engine, eval_id: int, kind: str) -> bool:
+    """Whether an evaluation trial of ``kind`` is waiting or running."""
+    ids = queries.trial_ids_page(engine, eval_id, after_number=-1, limit=100_000, state=None)
+    return any(
+        row.state in ("WAITING", "RUNNING") and row.user_attrs.get("kind") == kind
+        for row in queries.trial_rows(engine, ids, ("kind",))
+    )
