@@ -25,10 +25,12 @@ warnings.filterwarnings("ignore")
 CLAIM = re.compile(r"claim sweep=claims trial=(\d+)")  # search trials, not claims.eval
 
 
-def claims_per_second(kind: str, workers: int, trials: int) -> tuple[float, int]:
+def claims_per_second(
+    kind: str, workers: int, trials: int, sampler: str = "tpe"
+) -> tuple[float, int]:
     """(claims per second, double claims) for ``workers`` processes on a fresh database."""
     with fresh_database(kind) as url, tempfile.TemporaryDirectory() as logs:
-        create_sweep(url, "claims", n_trials=trials, epochs=1, pruner="none")
+        create_sweep(url, "claims", n_trials=trials, epochs=1, pruner="none", sampler=sampler)
         paths = [Path(logs) / f"w{i}.log" for i in range(workers)]
         procs = [start_worker(url, path, "--exit-when-idle") for path in paths]
         for proc in procs:
@@ -48,18 +50,21 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--sampler", default="tpe", help="the sampler runs under the claim lock")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the overhead ratio")
     args = parser.parse_args()
     kinds = ("postgres", "sqlite") if args.backend == "both" else (args.backend,)
     for kind in kinds:
         base = None
         for n in args.workers:
-            rate, doubles = claims_per_second(kind, n, args.trials)
+            rate, doubles = claims_per_second(kind, n, args.trials, args.sampler)
             base = base or rate
             print(
-                f"{kind:<9} {n:>2} workers: {rate:7.1f} claims/s  ({rate / base:.2f}x of 1 worker)"
+                f"{kind:<9} {args.sampler:<6} {n:>2} workers: {rate:7.1f} claims/s"
+                f"  ({rate / base:.2f}x of 1 worker)"
                 f"  double claims: {doubles}"
             )
-    for kind in kinds:
+    for kind in () if args.no_overhead else kinds:
         overhead.measure(kind, trials=40, epochs=30)
 
 
