@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import inspect, text
 
 from sweep.db import make_engine
 from sweep.errors import SchemaNotReady
 from sweep.schema import check_ready, current_revision, downgrade, head_revision, upgrade
-from tests.conftest import drop_pg_database, new_pg_database
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL
-    url = new_pg_database()
-    yield url
-    drop_pg_database(url)
 
 
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_url: str) -> None:

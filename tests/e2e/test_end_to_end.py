@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import optuna
-import pytest
 
-from tests.conftest import drop_pg_database, new_pg_database
 from tests.e2e.conftest import Processes, wait_for
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'e2e.db'}"
-        return
-    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL
-    url = new_pg_database()
-    yield url
-    drop_pg_database(url)
-
-
-def test_two_workers_run_a_digits_sweep_through_the_api(processes, fresh_url: str) -> None:  # type: ignore[no-untyped-def]
-    procs: Processes = processes(fresh_url)
+def test_two_workers_run_a_digits_sweep_through_the_api(processes, empty_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(empty_url)
     upgraded = procs.run("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     api = procs.api()
@@ -42,7 +28,7 @@ def test_two_workers_run_a_digits_sweep_through_the_api(processes, fresh_url: st
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 6
     assert sum(counts.values()) == 6
 
-    study = optuna.load_study(study_name="e2e", storage=fresh_url)
+    study = optuna.load_study(study_name="e2e", storage=empty_url)
     best = api.get("/v1/sweeps/e2e/best").json()
     # ranked by the mean over the search run and 3 re-evaluation seeds; value is the search run's
     assert best["seeds"] == 4

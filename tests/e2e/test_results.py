@@ -15,7 +15,6 @@ import optuna
 import pytest
 
 from tests.api.test_tasks_and_chart_api import png_size
-from tests.conftest import drop_pg_database, new_pg_database
 from tests.e2e.conftest import Processes, wait_for
 
 SPEC = {
@@ -33,17 +32,6 @@ SPEC = {
 SPEC_NAMES = ("first", "again")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'e2e.db'}"
-        return
-    request.getfixturevalue("pg_template")  # skips (or fails in CI) without PostgreSQL
-    url = new_pg_database()
-    yield url
-    drop_pg_database(url)
-
-
 def runs_by_key(url: str, study: str) -> dict[tuple[object, ...], optuna.trial.FrozenTrial]:
     """Completed trials keyed by what defines them: kind, params and seed."""
     trials = optuna.load_study(study_name=study, storage=url).get_trials()
@@ -58,8 +46,8 @@ def runs_by_key(url: str, study: str) -> dict[tuple[object, ...], optuna.trial.F
     }
 
 
-def test_same_seed_same_curves_and_the_evaluation_flow(processes, fresh_url: str) -> None:  # type: ignore[no-untyped-def]
-    procs: Processes = processes(fresh_url)
+def test_same_seed_same_curves_and_the_evaluation_flow(processes, empty_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(empty_url)
     assert procs.run("db", "upgrade").returncode == 0
     api = procs.api()
     for i in range(2):
@@ -73,8 +61,8 @@ def test_same_seed_same_curves_and_the_evaluation_flow(processes, fresh_url: str
     wait_for(completed, 240, "both sweeps to complete:\n" + procs.log("worker0"))
 
     for study in ("first", "first.eval"):
-        first = runs_by_key(fresh_url, study)
-        again = runs_by_key(fresh_url, study.replace("first", "again"))
+        first = runs_by_key(empty_url, study)
+        again = runs_by_key(empty_url, study.replace("first", "again"))
         assert first.keys() == again.keys()
         for key, trial in first.items():
             assert trial.user_attrs["curves"] == again[key].user_attrs["curves"], key
@@ -91,7 +79,7 @@ def test_same_seed_same_curves_and_the_evaluation_flow(processes, fresh_url: str
     assert 0 <= best["test"]["accuracy"] <= 1 and best["test"]["seed"] == best["seed"]
 
     # the test run re-trains the chosen search run: same params and seed, same curve
-    evaluation = runs_by_key(fresh_url, "first.eval")
+    evaluation = runs_by_key(empty_url, "first.eval")
     [test_run] = [t for key, t in evaluation.items() if key[0] == "test"]
     chosen = api.get(f"/v1/sweeps/first/trials/{best['number']}").json()
     assert test_run.user_attrs["curves"]["val_loss"] == chosen["val_loss"]
