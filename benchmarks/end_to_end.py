@@ -60,7 +60,16 @@ def plain_optuna(trials: int, epochs: int, device: str) -> float:
 
 def sweep_workers(trials: int, epochs: int, device: str, workers: int, *extra: str) -> float:
     with fresh_database("sqlite") as url, tempfile.TemporaryDirectory() as logs:
-        create_sweep(url, "e2e", task="digits-mlp", n_trials=trials, epochs=epochs)
+        # Search trials only, as plain Optuna runs: no baseline or re-evaluation.
+        create_sweep(
+            url,
+            "e2e",
+            task="digits-mlp",
+            n_trials=trials,
+            epochs=epochs,
+            baseline=False,
+            reevaluate_top=0,
+        )
         start = time.perf_counter()
         procs = [
             start_worker(url, Path(logs) / f"w{i}.log", "--exit-when-idle", *extra, device=device)

@@ -48,7 +48,9 @@ class Worker:
     ):
         self.settings = settings
         self.batch = batch  # trials of one sweep trained together as one stacked model
-        set_torch_threads(threads)
+        # A stacked batch is one large model that does use the cores (2.3-3.9x at K=16 on
+        # 2 threads, 1.9x on one); a single small trial does not.
+        set_torch_threads(threads or (os.cpu_count() if batch > 1 else None))
         self.device = resolve_device(device)
         self.exit_when_idle = exit_when_idle
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
