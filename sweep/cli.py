@@ -205,7 +205,11 @@ def worker(
     ] = 1,
     threads: Annotated[
         int | None,
-        typer.Option(min=1, max=256, help="torch threads per worker [default: 1; cores/N with --workers; cores with --batch]"),
+        typer.Option(
+            min=1,
+            max=256,
+            help="torch threads per worker [1; cores/N with --workers; cores with --batch]",
+        ),
     ] = None,
     batch: Annotated[
         int,
