@@ -52,10 +52,10 @@ print(study.best_value)
 """
 
 
-def plain_optuna(trials: int, epochs: int, device: str) -> float:
+def plain_optuna(trials: int, epochs: int, device: str, storage: str = "") -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", PLAIN_OPTUNA, str(trials), str(epochs), device],
+        [sys.executable, "-c", PLAIN_OPTUNA, str(trials), str(epochs), device, storage],
         check=True,
         capture_output=True,
     )
