@@ -121,17 +121,10 @@ def claim_evaluation(
         storage.record_heartbeat(trial._trial_id)
         frozen = storage.get_trial(trial._trial_id)
         attrs = frozen.user_attrs
-        return Claim(
-            sweep_id=sweep.id,
-            sweep_name=sweep.name,
-            task=sweep.task,
-            task_options=dict(sweep.task_options),
-            epochs=sweep.epochs,
-            penalty=sweep.penalty,
-            patience=sweep.patience,
+        return Claim.of(
+            sweep,
             pruner="none",  # a re-evaluation runs to the end, as its search trial could have
             pruner_options={},
-            max_attempts=sweep.max_attempts,
             trial_id=trial._trial_id,
             number=trial.number,
             params=dict(attrs["params"]),

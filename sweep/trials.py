@@ -65,6 +65,23 @@ class Claim:
     study_name: str = ""  # the Optuna study holding the trial; the sweep's own if empty
     evaluate_test: bool = False
 
+    @classmethod
+    def of(cls, sweep: Sweep, **trial: Any) -> Claim:
+        """A claim on a trial of ``sweep``: the sweep's settings plus the trial's own fields."""
+        settings: dict[str, Any] = {
+            "sweep_id": sweep.id,
+            "sweep_name": sweep.name,
+            "task": sweep.task,
+            "task_options": dict(sweep.task_options),
+            "epochs": sweep.epochs,
+            "penalty": sweep.penalty,
+            "patience": sweep.patience,
+            "pruner": sweep.pruner,
+            "pruner_options": sweep.pruner_options,
+            "max_attempts": sweep.max_attempts,
+        }
+        return cls(**{**settings, **trial})
+
     @property
     def study(self) -> str:
         """The name of the Optuna study the trial belongs to."""
@@ -186,17 +203,8 @@ def claim_trial(
             sweep.status = "running"
             sweep.started_at = utcnow()
         metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
-        return Claim(
-            sweep_id=sweep.id,
-            sweep_name=sweep.name,
-            task=sweep.task,
-            task_options=dict(sweep.task_options),
-            epochs=sweep.epochs,
-            penalty=sweep.penalty,
-            patience=sweep.patience,
-            pruner=sweep.pruner,
-            pruner_options=sweep.pruner_options,
-            max_attempts=sweep.max_attempts,
+        return Claim.of(
+            sweep,
             trial_id=trial._trial_id,
             number=trial.number,
             params=dict(trial.params),
