@@ -137,21 +137,8 @@ class TrialOut(BaseModel):
 
     @classmethod
     def from_result(cls, r: TrialResult) -> TrialOut:
-        return cls(
-            number=r.number,
-            state=r.state,
-            params=r.params,
-            value=r.value,
-            epoch=r.epoch,
-            metrics=r.metrics,
-            attempt=r.attempt,
-            worker=r.worker,
-            error=r.error,
-            reused_from=r.reused_from,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            seed=r.seed,
-        )
+        # The fields are TrialResult's own attributes, by the same names.
+        return TrialOut.model_validate(r, from_attributes=True)
 
 
 class ConfigurationOut(TrialOut):
