@@ -23,13 +23,16 @@ run: $(STAMP)
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect 15 main start || true
 
+# The layering contracts first: a wrong import fails fast, in CI too.
 test: $(STAMP) postgres
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sweep api migrations tests benchmarks
 	$(VENV)/bin/ruff format --check sweep api migrations tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	for name in overhead claims faults api batched end_to_end regularization importance; do \

@@ -15,9 +15,10 @@ from api.errors import install_error_handlers
 from api.ratelimit import RequestLimiter
 from api.routes import health, metrics, sweeps, tasks, tokens, trials
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory
-from sweep.metrics import api_registry
-from sweep.trials import active_sweeps, reap_stale_trials, settle_sweep
+from sweep.scheduler.claims import active_sweeps
+from sweep.scheduler.settling import reap_stale_trials, settle_sweep
+from sweep.service.gauges import api_registry
+from sweep.store.engine import make_engine, make_session_factory
 
 log = logging.getLogger("sweep.api")
 

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from api.ratelimit import RequestLimiter
 from sweep.config import Settings
-from sweep.db import transaction
 from sweep.errors import NotAuthenticated
-from sweep.models import utcnow
-from sweep.study import storage_for
-from sweep.tokens import TokenInfo, authenticate, check_role
+from sweep.service.tokens import TokenInfo, authenticate, check_role
+from sweep.store.engine import transaction
+from sweep.store.optuna_storage import storage_for
+from sweep.store.tables import utcnow
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 AUTH_OFF = TokenInfo(

@@ -12,7 +12,6 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from sweep.db import is_outage
 from sweep.errors import (
     AlreadyExists,
     DatabaseUnavailable,
@@ -28,6 +27,7 @@ from sweep.errors import (
     SchemaNotReady,
     SweepError,
 )
+from sweep.store.engine import is_outage
 
 log = logging.getLogger("sweep.api")
 

@@ -7,11 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sweep.definition.spec import SweepSpec
 from sweep.errors import InvalidToken
-from sweep.models import utcnow
-from sweep.results import Configuration, EvaluationRun, TrialResult
-from sweep.sweeps import SweepProgress, SweepSpec
-from sweep.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
+from sweep.service.sweeps import SweepProgress
+from sweep.service.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
+from sweep.store.results import Configuration, EvaluationRun, TrialResult
+from sweep.store.tables import utcnow
 
 
 class SweepCreate(SweepSpec):

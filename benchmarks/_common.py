@@ -13,11 +13,11 @@ from pathlib import Path
 
 import psycopg
 
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory, transaction
-from sweep.schema import upgrade
-from sweep.study import storage_for
+from sweep.service import sweeps
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.migrations import upgrade
+from sweep.store.optuna_storage import storage_for
 
 PG_ADMIN = os.environ.get("SWEEP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_PREFIX = "postgresql+psycopg://" + PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]

@@ -27,8 +27,8 @@ from optuna.distributions import distribution_to_json
 from sqlalchemy import MetaData, func, insert, select, text
 
 from benchmarks._common import create_sweep, fresh_database
-from sweep.db import make_engine
-from sweep.space import Space
+from sweep.definition.space import Space
+from sweep.store.engine import make_engine
 
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)

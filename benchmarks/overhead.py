@@ -15,9 +15,9 @@ import warnings
 import optuna
 
 from benchmarks._common import bench_settings, create_sweep, fresh_database
-from sweep.db import engine_options, tune_sqlite
-from sweep.space import Space
-from sweep.worker import Worker
+from sweep.definition.space import Space
+from sweep.store.engine import engine_options, tune_sqlite
+from sweep.worker.loop import Worker
 
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)

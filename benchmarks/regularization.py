@@ -25,12 +25,13 @@ import optuna
 import torch
 
 from benchmarks._common import bench_settings, fresh_database
-from sweep import results, sweeps
-from sweep.db import make_engine, make_session_factory, transaction
-from sweep.space import trial_params
-from sweep.study import storage_for
+from sweep.definition.space import trial_params
+from sweep.service import sweeps
+from sweep.store import results
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.optuna_storage import storage_for
 from sweep.training.tasks import RunConfig, TrialParams, get_task
-from sweep.worker import Worker
+from sweep.worker.loop import Worker
 
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from sweep.models import Base
+from sweep.store.tables import Base
 
 # Optuna keeps its own `alembic_version` table in the same database.
 VERSION_TABLE = "sweep_alembic_version"

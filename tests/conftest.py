@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory, transaction
-from sweep.schema import upgrade
-from sweep.tokens import create_token
+from sweep.service.tokens import create_token
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.migrations import upgrade
 
 PG_ADMIN_URL = os.environ.get("SWEEP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_SQLALCHEMY_PREFIX = "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from sweep.db import make_engine
 from sweep.errors import SchemaNotReady
-from sweep.schema import check_ready, current_revision, downgrade, head_revision, upgrade
+from sweep.store.engine import make_engine
+from sweep.store.migrations import check_ready, current_revision, downgrade, head_revision, upgrade
 
 
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_url: str) -> None:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from api.deps import EngineDep
 from api.schemas import Health
 from sweep.errors import SchemaNotReady
-from sweep.schema import check_ready
+from sweep.store.migrations import check_ready
 
 router = APIRouter(tags=["health"])
 

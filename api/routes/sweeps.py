@@ -18,12 +18,15 @@ from api.schemas import (
     SweepPage,
     TestOut,
 )
-from sweep import charts, importance, queries, results, sweeps
-from sweep.models import SWEEP_STATUSES
+from sweep.definition.evaluation import Kind
+from sweep.definition.spec import NAME_PATTERN
+from sweep.definition.status import SWEEP_STATUSES
+from sweep.service import charts, importance, sweeps
+from sweep.store import results
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
 
-SweepName = Annotated[str, Path(pattern=sweeps.NAME_PATTERN)]
+SweepName = Annotated[str, Path(pattern=NAME_PATTERN)]
 StatusName = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
 assert set(get_args(StatusName)) == set(SWEEP_STATUSES)
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
@@ -98,7 +101,7 @@ def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
     sweep = sweeps.get_sweep(session, name)
     chosen = results.best_configuration(engine, sweep)
     runs = results.evaluation_runs(engine, sweep)
-    test_run = results.finished_run(runs, queries.TEST)
+    test_run = results.finished_run(runs, Kind.TEST)
     test = None
     if test_run is not None and "test_loss" in test_run.metrics:
         test = TestOut(
@@ -110,7 +113,7 @@ def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
     return BestOut(
         **ConfigurationOut.from_configuration(chosen).model_dump(),
         evaluation=results.evaluation_stage(engine, sweep),
-        baseline=EvaluationOut.from_run(results.finished_run(runs, queries.BASELINE)),
+        baseline=EvaluationOut.from_run(results.finished_run(runs, Kind.BASELINE)),
         test=test,
     )
 

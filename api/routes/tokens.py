@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Response
 
 from api.deps import SessionDep, authorize_admin
 from api.schemas import ErrorOut, TokenCreate, TokenCreated, TokenOut
-from sweep import tokens
+from sweep.service import tokens
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], dependencies=[Depends(authorize_admin)])
 

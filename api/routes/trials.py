@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from api.deps import EngineDep, SessionDep, authorize
 from api.routes.sweeps import ERRORS, SweepName
 from api.schemas import TrialDetail, TrialOut, TrialPage
-from sweep import results, sweeps
+from sweep.service import sweeps
+from sweep.store import results
 
 router = APIRouter(
     prefix="/v1/sweeps/{name}/trials", tags=["trials"], dependencies=[Depends(authorize)]

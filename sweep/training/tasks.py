@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sweep.training.batched import BatchedRun
 
 ENTRY_POINT_GROUP = "sweep.tasks"
 
@@ -84,6 +87,14 @@ class Task(Protocol):
 
     def run(self, config: RunConfig) -> Iterator[EpochResult]:
         """Train one trial, yielding after every epoch; the caller may stop early."""
+
+
+@runtime_checkable
+class BatchableTask(Protocol):
+    """A task that can also train several trials at once as one stacked model."""
+
+    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
+        """Start training ``configs`` in a batch of ``capacity`` slots."""
 
 
 def _load(import_path: str) -> Task:

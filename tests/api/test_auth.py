@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from sweep.config import Settings
-from sweep.models import utcnow
+from sweep.store.tables import utcnow
 from tests.conftest import issue_token
 
 SYNTHETIC = {"task": "synthetic", "epochs": 2, "n_trials": 1}

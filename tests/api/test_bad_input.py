@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from sweep.db import make_engine
-from sweep.schema import upgrade
+from sweep.store.engine import make_engine
+from sweep.store.migrations import upgrade
 from tests.conftest import fast_settings, issue_token
 
 JSON = "application/json"

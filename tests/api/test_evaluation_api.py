@@ -16,13 +16,15 @@ from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.evaluation import claim_evaluation
-from sweep.space import trial_params
+from sweep.definition.space import trial_params
+from sweep.scheduler.claims import Claim, claim_trial
+from sweep.scheduler.evaluation import claim_evaluation
+from sweep.scheduler.leases import TrialRun
+from sweep.scheduler.settling import settle_sweep
+from sweep.service import sweeps
 from sweep.training.tasks import RunConfig, get_task
-from sweep.trials import Claim, TrialRun, claim_trial, settle_sweep
-from sweep.worker import Worker
+from sweep.worker.loop import Worker
 from tests.api.test_sweeps_api import create, run_worker
 
 

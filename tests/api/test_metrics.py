@@ -13,13 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from api.app import create_app
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory, transaction
 from sweep.metrics import worker_registry
-from sweep.study import storage_for
-from sweep.trials import claim_trial
-from sweep.worker import Worker
+from sweep.scheduler.claims import claim_trial
+from sweep.service import sweeps
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.optuna_storage import storage_for
+from sweep.worker.loop import Worker
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

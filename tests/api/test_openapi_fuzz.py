@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import text
 
-from sweep.db import make_engine
-from sweep.schema import upgrade
+from sweep.store.engine import make_engine
+from sweep.store.migrations import upgrade
 from tests.conftest import issue_token
 from tests.e2e.conftest import SWEEP, free_port
 

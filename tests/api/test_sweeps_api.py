@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sweep.config import Settings
-from sweep.worker import Worker
+from sweep.worker.loop import Worker
 
 SYNTHETIC = {"task": "synthetic", "epochs": 4}
 

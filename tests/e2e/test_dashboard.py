@@ -10,11 +10,11 @@ import httpx
 import optuna
 from optuna.trial import TrialState
 
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.db import make_engine, make_session_factory, transaction
-from sweep.study import storage_for
-from sweep.worker import Worker
+from sweep.service import sweeps
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.optuna_storage import storage_for
+from sweep.worker.loop import Worker
 from tests.e2e.conftest import Processes, free_port
 
 

@@ -15,9 +15,9 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep import sweeps
-from sweep.db import make_engine, make_session_factory, transaction
-from sweep.study import storage_for
+from sweep.service import sweeps
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.optuna_storage import storage_for
 from tests.conftest import IN_CI, fast_settings
 from tests.e2e.conftest import Processes, wait_for
 

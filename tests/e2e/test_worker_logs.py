@@ -12,10 +12,11 @@ from optuna.trial import TrialState
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from sweep import sweeps
-from sweep.db import make_engine, make_session_factory, transaction
-from sweep.study import storage_for
-from sweep.trials import TrialRun, claim_trial
+from sweep.scheduler.claims import claim_trial
+from sweep.scheduler.leases import TrialRun
+from sweep.service import sweeps
+from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.optuna_storage import storage_for
 from tests.conftest import fast_settings
 from tests.e2e.conftest import Processes, free_port, wait_for
 

@@ -9,11 +9,11 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.db import transaction
-from sweep.study import storage_for
-from sweep.worker import Worker
+from sweep.service import sweeps
+from sweep.store.engine import transaction
+from sweep.store.optuna_storage import storage_for
+from sweep.worker.loop import Worker
 
 # Without dropout the stacked model trains exactly like separate runs (to fp32 rounding).
 NO_DROPOUT = {

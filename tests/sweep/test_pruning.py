@@ -16,8 +16,8 @@ import torch
 from optuna.pruners import BasePruner
 from optuna.trial import TrialState
 
-from sweep.study import make_pruner
-from sweep.sweeps import DEFAULT_EPOCHS, DEFAULT_TASK
+from sweep.definition.search import make_pruner
+from sweep.definition.spec import DEFAULT_EPOCHS, DEFAULT_TASK
 from sweep.training.tasks import RunConfig, TrialParams, get_task
 
 STARTUP_TRIALS = 5  # the median and percentile pruners' n_startup_trials

@@ -11,14 +11,15 @@ from optuna.trial import TrialState
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.db import make_engine
-from sweep.schema import downgrade, upgrade
-from sweep.space import Space
-from sweep.study import SAMPLERS, make_sampler, storage_for
-from sweep.trials import claim_trial
-from sweep.worker import Worker
+from sweep.definition.search import SAMPLERS, make_sampler
+from sweep.definition.space import Space
+from sweep.scheduler.claims import claim_trial
+from sweep.service import sweeps
+from sweep.store.engine import make_engine
+from sweep.store.migrations import downgrade, upgrade
+from sweep.store.optuna_storage import storage_for
+from sweep.worker.loop import Worker
 from tests.sweep.test_trials import make_sweep
 
 CHOICES = {"dropout": {"choices": [0.2, 0.3]}, "weight_decay": {"choices": [1e-4, 1e-3, 1e-2]}}

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from pydantic import ValidationError
 
-from sweep.space import Space, trial_params
+from sweep.definition.space import Space, trial_params
 
 
 def test_default_space_is_the_product_card_ranges() -> None:

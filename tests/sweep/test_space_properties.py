@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sweep.space import Choices, FloatRange, Space, trial_params
-from sweep.study import make_sampler
+from sweep.definition.search import make_sampler
+from sweep.definition.space import Choices, FloatRange, Space, trial_params
 
 TRIALS = 100
 

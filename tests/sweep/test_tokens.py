@@ -11,10 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from sweep.config import Settings
-from sweep.db import make_engine, transaction
 from sweep.errors import InvalidToken, NotAuthenticated, PermissionDenied, TokenNotFound
-from sweep.models import utcnow
-from sweep.tokens import (
+from sweep.service.tokens import (
     authenticate,
     check_role,
     create_token,
@@ -23,6 +21,8 @@ from sweep.tokens import (
     parse_duration,
     revoke_token,
 )
+from sweep.store.engine import make_engine, transaction
+from sweep.store.tables import utcnow
 
 
 def test_issued_secret_authenticates_and_is_random(factory: sessionmaker[Session]) -> None:

@@ -6,13 +6,15 @@ import optuna
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import sweeps
 from sweep.config import Settings
-from sweep.db import transaction
-from sweep.study import storage_for
+from sweep.scheduler.claims import claim_trial
+from sweep.scheduler.leases import TrialRun
+from sweep.scheduler.settling import settle_sweep
+from sweep.service import sweeps
+from sweep.store.engine import transaction
+from sweep.store.optuna_storage import storage_for
 from sweep.training.tasks import EpochResult
-from sweep.trials import TrialRun, claim_trial, settle_sweep
-from sweep.worker import Worker
+from sweep.worker.loop import Worker
 
 
 def make_sweep(
@@ -69,7 +71,7 @@ def test_cancel_stops_a_running_trial_at_the_next_epoch(
 
 
 def _config(claim):  # type: ignore[no-untyped-def]
-    from sweep.space import trial_params
+    from sweep.definition.space import trial_params
     from sweep.training.tasks import RunConfig
 
     return RunConfig(params=trial_params(claim.params), epochs=claim.epochs, seed=claim.seed)

@@ -1,17 +1,14 @@
-"""Engine, sessions and the claim lock: the one place SQLite and PostgreSQL differ."""
+"""Engines, sessions and transactions, and telling a database outage from a bug."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -76,36 +73,6 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
-
-
-@contextmanager
-def sweep_lock(session: Session, sweep_id: int) -> Iterator[None]:
-    """Hold the per-sweep claim lock until the block ends.
-
-    PostgreSQL: a row lock on the sweep, released when the session's transaction
-    ends. SQLite: an exclusive file lock beside the database file, since SQLite
-    has no row locks and Optuna writes through its own connection.
-    """
-    from sweep.models import Sweep
-
-    bind = session.get_bind()
-    url = str(bind.engine.url)
-    if not is_sqlite(url):
-        session.execute(select(Sweep.id).where(Sweep.id == sweep_id).with_for_update())
-        yield
-        return
-    database = make_url(url).database or ""
-    lock_path = Path(f"{database}.claim-lock") if database not in ("", ":memory:") else None
-    if lock_path is None:
-        yield
-        return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def is_outage(exc: BaseException) -> bool:

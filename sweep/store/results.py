@@ -1,4 +1,5 @@
-"""What a sweep found: the best configurations, trial pages and one trial's curves."""
+"""What a sweep found, read from the store as frozen snapshots: the best configurations,
+trial pages, one trial's curves and the evaluation runs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from sweep import queries
+from sweep.definition.evaluation import STAGE_KEY, Kind, Stage, evaluation_study_name
 from sweep.errors import NoResultYet, NotFound
-from sweep.models import Sweep
+from sweep.store import queries
+from sweep.store.tables import Sweep
 
 
 @dataclass(frozen=True)
@@ -111,15 +113,15 @@ class EvaluationRun:
 
 def evaluation_stage(engine: Engine, sweep: Sweep) -> str:
     """search, reevaluation, test or done (done for a sweep without evaluation trials)."""
-    study = queries.study_id(engine, queries.evaluation_study_name(sweep.name))
+    study = queries.study_id(engine, evaluation_study_name(sweep.name))
     if study is None:
-        return queries.DONE
-    return str(queries.study_user_attr(engine, study, queries.STAGE_KEY) or queries.SEARCH)
+        return Stage.DONE
+    return str(queries.study_user_attr(engine, study, STAGE_KEY) or Stage.SEARCH)
 
 
 def evaluation_runs(engine: Engine, sweep: Sweep, *, curves: bool = False) -> list[EvaluationRun]:
     """Every evaluation trial of the sweep, in number order."""
-    study = queries.study_id(engine, queries.evaluation_study_name(sweep.name))
+    study = queries.study_id(engine, evaluation_study_name(sweep.name))
     if study is None:
         return []
     ids = queries.trial_ids_page(engine, study, after_number=-1, limit=100_000, state=None)
@@ -154,10 +156,10 @@ def top_configurations(engine: Engine, sweep: Sweep, k: int) -> list[Configurati
     their mean over seeds, then the others by their single value.
     """
     extra: dict[int, list[float]] = {}
-    if evaluation_stage(engine, sweep) in (queries.TEST, queries.DONE):
+    if evaluation_stage(engine, sweep) in (Stage.TEST, Stage.DONE):
         for run in evaluation_runs(engine, sweep):
             ok = run.value is not None and math.isfinite(run.value)
-            if run.kind == queries.REEVALUATION and ok and run.trial_number is not None:
+            if run.kind == Kind.REEVALUATION and ok and run.trial_number is not None:
                 extra.setdefault(int(run.trial_number), []).append(float(run.value or 0.0))
     ids = queries.best_trial_ids(engine, study_id_of(engine, sweep), k + len(extra))
     configurations = [

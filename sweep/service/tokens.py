@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sweep.errors import InvalidToken, NotAuthenticated, PermissionDenied, TokenNotFound
-from sweep.models import TOKEN_ROLES, ApiToken, utcnow
+from sweep.store.tables import TOKEN_ROLES, ApiToken, utcnow
 
 Role = Literal["reader", "user", "admin"]
 ROLE_RANK: dict[str, int] = {role: rank for rank, role in enumerate(TOKEN_ROLES)}

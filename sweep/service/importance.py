@@ -8,11 +8,11 @@ import optuna
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from sqlalchemy import Engine
 
-from sweep import queries
+from sweep.definition.space import Space
 from sweep.errors import NotEnoughTrials
-from sweep.models import Sweep
-from sweep.results import study_id_of
-from sweep.space import Space
+from sweep.store import queries
+from sweep.store.results import study_id_of
+from sweep.store.tables import Sweep
 
 MIN_TRIALS = 5
 

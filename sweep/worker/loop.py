@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -12,21 +11,24 @@ import threading
 import time
 from types import FrameType
 
-from sweep.batching import run_batch, run_config
 from sweep.config import Settings
-from sweep.db import is_outage, make_engine, make_session_factory
 from sweep.errors import SchemaNotReady
-from sweep.evaluation import claim_evaluation
-from sweep.schema import check_ready
+from sweep.scheduler.claims import Claim, active_sweeps, claim_trial
+from sweep.scheduler.evaluation import claim_evaluation
+from sweep.scheduler.leases import TrialRun
+from sweep.scheduler.settling import reap_stale_trials, settle_sweep
+from sweep.store.engine import is_outage, make_engine, make_session_factory
+from sweep.store.migrations import check_ready
 from sweep.training.tasks import RunConfig, get_task
-from sweep.trials import (
-    Claim,
-    LeaseLost,
-    TrialRun,
-    active_sweeps,
-    claim_trial,
-    reap_stale_trials,
-    settle_sweep,
+from sweep.worker.batches import run_batch
+from sweep.worker.runs import (
+    Outcome,
+    WorkerContext,
+    after_epoch,
+    end_with_error,
+    log_outcome,
+    run_config,
+    start_run,
 )
 
 log = logging.getLogger("sweep.worker")
@@ -58,6 +60,7 @@ class Worker:
         self.engine = make_engine(settings.database_url)
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
+        self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
         self._reaped_at: dict[int, float] = {}
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
@@ -96,8 +99,13 @@ class Worker:
                 self.stopping.wait(self.settings.poll_interval)
                 continue
             # evaluation trials (claim.study_name set) train alone: the test split is per trial
-            if self.batch == 1 or claim.study_name or not run_batch(self, claim, self.batch):
+            batched = None
+            if self.batch > 1 and not claim.study_name:
+                batched = run_batch(self.context, claim, self.batch)
+            if batched is None:
                 self._run_trial(claim)
+            else:
+                self.trials_run += batched
         self.engine.dispose()
         return 0
 
@@ -132,58 +140,21 @@ class Worker:
         return None
 
     def _run_trial(self, claim: Claim) -> None:
-        # the study, not the sweep: evaluation trials are numbered in "<sweep>.eval"
-        where = f"sweep={claim.study} trial={claim.number} attempt={claim.attempt}"
-        fields = {"sweep": claim.sweep_name, "study": claim.study, "trial": claim.number}
-        fields["worker"] = self.name
-        log.info(
-            "claim %s params=%s worker=%s",
-            where,
-            claim.params,
-            self.name,
-            extra={"event": "claim", **fields, "attempt": claim.attempt, "params": claim.params},
-        )
-        run = TrialRun(self.settings, self.factory, claim)
-        config = run_config(claim, self.device)
         started = time.perf_counter()
-        try:
-            with run:
-                outcome = self._train(run, config)
-            event = "prune" if outcome == "pruned" else "finish"
-            log.info(
-                "%s %s in %.2f s",
-                outcome,
-                where,
-                time.perf_counter() - started,
-                extra={"event": event, **fields, "state": outcome},
-            )
-        except LeaseLost as exc:
-            log.warning(
-                "lease lost, result dropped: %s (%s)", where, exc, extra={"event": "lost", **fields}
-            )
-        except Exception as exc:
-            if is_outage(exc):  # the reaper re-queues it once the database is back
-                log.error(
-                    "database unreachable; abandoning %s: %s",
-                    where,
-                    _first_line(exc),
-                    extra={"event": "abandon", **fields},
-                )
-                return
-            log.exception(
-                "trial failed: %s", where, extra={"event": "finish", **fields, "state": "fail"}
-            )
+        with start_run(self.context, claim) as run:
             try:
-                run.fail(f"{type(exc).__name__}: {exc}", retry=True)
-            except LeaseLost:
-                log.warning("lease lost while failing %s", where, extra={"event": "lost", **fields})
-            settle_sweep(self.settings, self.factory, claim.sweep_id)  # a hopeless sweep ends now
+                outcome = self._train(run, run_config(claim, self.device))
+            except Exception as exc:
+                outcome = end_with_error(run, exc, self.name)
+                if outcome is Outcome.FAIL:  # a hopeless sweep ends now
+                    settle_sweep(self.settings, self.factory, claim.sweep_id)
+            else:
+                log_outcome(run, outcome, started, self.name)
         self.trials_run += 1
 
-    def _train(self, run: TrialRun, config: RunConfig) -> str:
+    def _train(self, run: TrialRun, config: RunConfig) -> Outcome:
         task = get_task(run.claim.task)
         for result in task.run(config):
-            stop = run.report(result)
             log.debug(
                 "report sweep=%s trial=%d epoch=%d val_loss=%.6g",
                 run.claim.sweep_name,
@@ -200,16 +171,10 @@ class Worker:
                     "train_loss": result.train_loss,
                 },
             )
-            if stop:
-                pruned = math.isfinite(result.val_loss)
-                return run.finish(pruned=pruned).name.lower()
-            if self.stopping.is_set():
-                run.release()
-                return "released"
-            if run.cancelled.is_set():
-                run.fail("stopped: the sweep was cancelled", retry=False)
-                return "cancelled"
-        return run.finish().name.lower()
+            outcome = after_epoch(run, result, self.stopping, last=False)
+            if outcome is not None:
+                return outcome
+        return Outcome(run.finish().name.lower())
 
 
 def set_torch_threads(threads: int | None) -> None:

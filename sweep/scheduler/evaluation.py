@@ -29,15 +29,17 @@ from optuna.trial import TrialState
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import queries
 from sweep.config import Settings
-from sweep.db import sweep_lock, transaction
-from sweep.models import ACTIVE_STATUSES, Sweep
-from sweep.queries import BASELINE, DONE, REEVALUATION, SEARCH, TEST
-from sweep.results import top_configurations
-from sweep.space import Space
-from sweep.study import storage_for
-from sweep.trials import Claim
+from sweep.definition.evaluation import STAGE_KEY, Kind, Stage, evaluation_study_name
+from sweep.definition.space import Space
+from sweep.definition.status import ACTIVE_STATUSES
+from sweep.scheduler.claims import Claim
+from sweep.store import queries
+from sweep.store.engine import transaction
+from sweep.store.locks import sweep_lock
+from sweep.store.optuna_storage import storage_for
+from sweep.store.results import top_configurations
+from sweep.store.tables import Sweep
 
 
 def evaluation_seeds(sweep: Sweep) -> list[int]:
@@ -65,14 +67,14 @@ def create_evaluation_study(storage: RDBStorage, sweep: Sweep) -> None:
     """Create the sweep's evaluation study, with the baseline queued if the sweep asks for it."""
     study = optuna.create_study(
         storage=storage,
-        study_name=queries.evaluation_study_name(sweep.name),
+        study_name=evaluation_study_name(sweep.name),
         direction="minimize",
         load_if_exists=False,
     )
-    study.set_user_attr(queries.STAGE_KEY, SEARCH)
+    study.set_user_attr(STAGE_KEY, Stage.SEARCH)
     study.set_user_attr("sweep", sweep.name)
     if sweep.baseline:
-        _queue(study, BASELINE, baseline_params(sweep), baseline_seed(sweep))
+        _queue(study, Kind.BASELINE, baseline_params(sweep), baseline_seed(sweep))
 
 
 def _queue(
@@ -106,7 +108,7 @@ def claim_evaluation(
             return None
         engine = session.get_bind()
         assert isinstance(engine, Engine)
-        name = queries.evaluation_study_name(sweep.name)
+        name = evaluation_study_name(sweep.name)
         eval_id = queries.study_id(engine, name)
         if eval_id is None:  # created before evaluation studies existed
             return None
@@ -132,14 +134,14 @@ def claim_evaluation(
             attempt=len(frozen.system_attrs.get("retry_history", [])) + 1,
             worker=worker,
             study_name=name,
-            evaluate_test=attrs["kind"] == TEST,
+            evaluate_test=attrs["kind"] == Kind.TEST,
         )
 
 
 def _advance(engine: Engine, study: optuna.Study, sweep: Sweep, eval_id: int) -> None:
     """Plan the next stage of evaluation if the current one has finished."""
-    stage = queries.study_user_attr(engine, eval_id, queries.STAGE_KEY) or SEARCH
-    if stage == SEARCH:
+    stage = queries.study_user_attr(engine, eval_id, STAGE_KEY) or Stage.SEARCH
+    if stage == Stage.SEARCH:
         if not _search_finished(engine, sweep):
             return
         main_id = queries.study_id(engine, sweep.name)
@@ -151,25 +153,25 @@ def _advance(engine: Engine, study: optuna.Study, sweep: Sweep, eval_id: int) ->
             fresh = [row for row in rows if row.user_attrs.get("reused_from") is None]
             for row in fresh[: sweep.reevaluate_top]:
                 for seed in evaluation_seeds(sweep):
-                    _queue(study, REEVALUATION, row.params, seed, row.number)
-        stage = _set_stage(study, REEVALUATION)
-    if stage == REEVALUATION:
-        if _busy(engine, eval_id, REEVALUATION):
+                    _queue(study, Kind.REEVALUATION, row.params, seed, row.number)
+        stage = _set_stage(study, Stage.REEVALUATION)
+    if stage == Stage.REEVALUATION:
+        if _busy(engine, eval_id, Kind.REEVALUATION):
             return
         chosen = top_configurations(engine, sweep, 1) if sweep.test_split else []
         if not chosen:
-            _set_stage(study, DONE)
+            _set_stage(study, Stage.DONE)
             return
         # The chosen configuration's own search run again, now measuring the test split.
         trial = chosen[0].trial
-        _queue(study, TEST, trial.params, chosen[0].seed, trial.number)
-        stage = _set_stage(study, TEST)
-    if stage == TEST and not _busy(engine, eval_id, TEST):
-        _set_stage(study, DONE)
+        _queue(study, Kind.TEST, trial.params, chosen[0].seed, trial.number)
+        stage = _set_stage(study, Stage.TEST)
+    if stage == Stage.TEST and not _busy(engine, eval_id, Kind.TEST):
+        _set_stage(study, Stage.DONE)
 
 
 def _set_stage(study: optuna.Study, stage: str) -> str:
-    study.set_user_attr(queries.STAGE_KEY, stage)
+    study.set_user_attr(STAGE_KEY, stage)
     return stage
 
 

@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SWEEP_STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
-ACTIVE_STATUSES = ("queued", "running")
+from sweep.definition.status import SweepStatus
 
 
 def utcnow() -> datetime:
@@ -46,7 +45,7 @@ class Sweep(Base):
     reevaluate_top: Mapped[int] = mapped_column(Integer, default=3)
     reevaluate_seeds: Mapped[int] = mapped_column(Integer, default=3)
     test_split: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=SweepStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

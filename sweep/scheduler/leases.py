@@ -1,8 +1,4 @@
-"""The scheduling core: claim, heartbeat, report, finish, reap stale trials and retry.
-
-Every state change of a trial goes through Optuna's storage; the sweep's own
-row is only read here, except to mark it running, completed or failed.
-"""
+"""The lease on a running trial: its heartbeat, its per-epoch reports, and how it ends."""
 
 from __future__ import annotations
 
@@ -16,76 +12,27 @@ from typing import Any, TypeVar
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sweep import metrics, queries
+from sweep import metrics
 from sweep.config import Settings
-from sweep.db import retry_on_outage, sweep_lock, transaction
-from sweep.duplicates import reuse_if_duplicate
-from sweep.models import ACTIVE_STATUSES, Sweep, utcnow
-from sweep.space import Space
-from sweep.study import load_study, make_pruner, retry_callback, storage_for
+from sweep.definition.search import make_pruner
+from sweep.scheduler.claims import Claim
+from sweep.store import queries
+from sweep.store.engine import retry_on_outage
+from sweep.store.optuna_storage import retry_callback, storage_for
+from sweep.store.tables import Sweep
 from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
 T = TypeVar("T")
-GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
-
-
 RUN_ATTRS = ("worker", "attempt", "curves", "metrics", "error")  # user attrs one run writes
 
 
 class LeaseLost(Exception):
     """The trial was failed by a reaper while this worker still held it."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A trial handed to one worker, with what it needs to train it."""
-
-    sweep_id: int
-    sweep_name: str
-    task: str
-    task_options: dict[str, Any]
-    epochs: int
-    penalty: str
-    patience: int | None
-    pruner: str
-    pruner_options: dict[str, Any]
-    max_attempts: int
-    trial_id: int
-    number: int
-    params: dict[str, Any]
-    seed: int
-    attempt: int
-    worker: str
-    study_name: str = ""  # the Optuna study holding the trial; the sweep's own if empty
-    evaluate_test: bool = False
-
-    @classmethod
-    def of(cls, sweep: Sweep, **trial: Any) -> Claim:
-        """A claim on a trial of ``sweep``: the sweep's settings plus the trial's own fields."""
-        settings: dict[str, Any] = {
-            "sweep_id": sweep.id,
-            "sweep_name": sweep.name,
-            "task": sweep.task,
-            "task_options": dict(sweep.task_options),
-            "epochs": sweep.epochs,
-            "penalty": sweep.penalty,
-            "patience": sweep.patience,
-            "pruner": sweep.pruner,
-            "pruner_options": sweep.pruner_options,
-            "max_attempts": sweep.max_attempts,
-        }
-        return cls(**{**settings, **trial})
-
-    @property
-    def study(self) -> str:
-        """The name of the Optuna study the trial belongs to."""
-        return self.study_name or self.sweep_name
 
 
 @dataclass
@@ -134,86 +81,6 @@ def _configuration_number(trial: FrozenTrial) -> int:
     return int(trial.system_attrs.get(queries.RETRY_MARK, trial.number))
 
 
-def active_sweeps(factory: sessionmaker[Session]) -> list[Sweep]:
-    """Queued and running sweeps, oldest first: the ones workers take trials from."""
-    with factory() as session:
-        query = select(Sweep).where(Sweep.status.in_(ACTIVE_STATUSES)).order_by(Sweep.id)
-        return list(session.scalars(query))
-
-
-def reap_stale_trials(settings: Settings, sweep: Sweep) -> None:
-    """Fail the sweep's trials whose heartbeats stopped, and re-queue their params."""
-    storage = storage_for(settings, sweep.max_attempts)
-    study = optuna.load_study(study_name=sweep.name, storage=storage)
-    optuna.storages.fail_stale_trials(study)
-    _reap_evaluation_trials(storage, sweep.name)
-
-
-def _reap_evaluation_trials(storage: RDBStorage, name: str) -> None:
-    try:
-        study = optuna.load_study(study_name=queries.evaluation_study_name(name), storage=storage)
-    except KeyError:  # a sweep created before evaluation studies existed
-        return
-    optuna.storages.fail_stale_trials(study)
-
-
-def claim_trial(
-    settings: Settings,
-    factory: sessionmaker[Session],
-    sweep_id: int,
-    worker: str,
-) -> Claim | None:
-    """Give this worker one trial of the sweep, or None if it has no work to hand out.
-
-    Under the sweep's lock: the sweep must be queued or running, and either a
-    re-queued trial is waiting or the budget has room for a new configuration.
-    Proposals identical to a completed trial are completed with its result on
-    the way (sweep.duplicates), so a worker only gets params worth training.
-    """
-    asked_at = time.perf_counter()
-    with transaction(factory) as session, sweep_lock(session, sweep_id):
-        sweep = session.get(Sweep, sweep_id, populate_existing=True)
-        if sweep is None or sweep.status not in ACTIVE_STATUSES:
-            return None
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
-        study_id = queries.study_id(engine, sweep.name)
-        assert study_id is not None, f"sweep {sweep.name} has no study"
-        storage = storage_for(settings, sweep.max_attempts)
-        distributions = Space.model_validate(sweep.space).distributions()
-        while True:
-            waiting, started, total = queries.budget_counts(engine, study_id)
-            if waiting == 0 and started >= sweep.n_trials:
-                return None
-            # A different sampler seed per claim keeps parallel workers apart, and one
-            # worker's run reproducible.
-            study = load_study(storage, sweep, trials_so_far=total)
-            trial = study.ask(distributions)
-            # A proposal that repeats a completed trial takes its result and uses up budget.
-            if not reuse_if_duplicate(engine, storage, study, study_id, trial):
-                break
-        # A heartbeat now, so a worker killed before its first beat still goes stale.
-        storage.record_heartbeat(trial._trial_id)
-        configuration, attempt = trial.number, 1
-        if waiting:  # possibly a retry: it carries the number of the first attempt
-            system_attrs = storage.get_trial_system_attrs(trial._trial_id)
-            configuration = int(system_attrs.get(queries.RETRY_MARK, trial.number))
-            attempt = len(system_attrs.get("retry_history", [])) + 1
-        if sweep.status == "queued":
-            sweep.status = "running"
-            sweep.started_at = utcnow()
-        metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
-        return Claim.of(
-            sweep,
-            trial_id=trial._trial_id,
-            number=trial.number,
-            params=dict(trial.params),
-            seed=sweep.seed + configuration,
-            attempt=attempt,
-            worker=worker,
-        )
-
-
 class TrialRun:
     """Reports one claimed trial's epochs to its study and finishes it.
 
@@ -232,6 +99,7 @@ class TrialRun:
         self._interval = settings.heartbeat_interval
         self._max_outage_s = float(settings.grace_period * 3)
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._saved_epochs = -1
         pruner = make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
         self.study = self._db(
@@ -258,8 +126,13 @@ class TrialRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop renewing the lease (again is fine): the trial has ended or is given up."""
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _keep_lease(self) -> None:
         tid = self.claim.trial_id
@@ -351,50 +224,8 @@ class TrialRun:
         self._db(lambda: self.study.add_trial(requeued), "re-queue")
 
     def _save_final_curves(self) -> None:
-        self._stop.set()  # the lease thread must not write older curves after these
-        if getattr(self, "_thread", None) is not None:
-            self._thread.join()
+        self.close()  # the lease thread must not write older curves after these
         self._save_curves()
 
     def _set_attr(self, key: str, value: Any) -> None:
         self.storage.set_trial_user_attr(self.claim.trial_id, key, value)
-
-
-def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
-    """End the sweep: completed once its budget is spent and nothing runs; failed early
-    when nothing has succeeded after GIVE_UP_AFTER configurations' worth of attempts."""
-    with transaction(factory) as session:
-        sweep = session.get(Sweep, sweep_id)
-        if sweep is None or sweep.status not in ("queued", "running", "paused"):
-            return
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
-        study_id = queries.study_id(engine, sweep.name)
-        if study_id is None:
-            return
-        counts = queries.state_counts(engine, study_id)
-        succeeded = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
-        failures = counts.get("FAIL", 0)
-        hopeless = not succeeded and failures >= GIVE_UP_AFTER * sweep.max_attempts
-        if not hopeless:
-            if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
-                return
-            if queries.configurations_started(engine, study_id) < sweep.n_trials:
-                return
-            if not queries.evaluation_finished(engine, sweep.name):
-                return
-        sweep.finished_at = utcnow()
-        if succeeded:
-            sweep.status = "completed"
-            return
-        sweep.status = "failed"
-        last = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
-        sweep.error = f"no trial succeeded in {failures} attempts; last error: {last}"
-        log.error("sweep %s failed: %s", sweep.name, sweep.error)
-
-
-def _last_error(storage: RDBStorage, name: str) -> str:
-    study = optuna.load_study(study_name=name, storage=storage)
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    errors = [str(t.user_attrs["error"]) for t in failed if "error" in t.user_attrs]
-    return errors[-1] if errors else "unknown"

@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from sweep import queries, results
-from sweep.models import Sweep
+from sweep.definition.evaluation import Kind
+from sweep.store import results
+from sweep.store.tables import Sweep
 
 WIDTH_PX, HEIGHT_PX, DPI = 1200, 600, 100
 SYMBOLS = {"dropout": "p", "dropout_1": "p₁", "dropout_2": "p₂", "weight_decay": "λ"}
@@ -49,13 +50,13 @@ def sweep_chart(engine: Engine, sweep: Sweep) -> bytes:
     """
     best = results.best_configuration(engine, sweep)
     runs = results.evaluation_runs(engine, sweep, curves=True)
-    baseline = results.finished_run(runs, queries.BASELINE)
+    baseline = results.finished_run(runs, Kind.BASELINE)
     curves = results.trial_result(engine, sweep, best.trial.number).curves
     seed = best.seed
     if baseline is not None:
         for run in runs:
             same = run.trial_number == best.trial.number and run.seed == baseline.seed
-            if run.kind == queries.REEVALUATION and run.state == "COMPLETE" and same:
+            if run.kind == Kind.REEVALUATION and run.state == "COMPLETE" and same:
                 curves, seed = run.curves, run.seed
     spread = f" ± {best.std:.4f}" if best.std is not None else ""
     best_series = Series(

@@ -25,6 +25,8 @@ from sqlalchemy import (
     table,
 )
 
+from sweep.definition.evaluation import STAGE_KEY, Stage, evaluation_study_name
+
 TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
 _studies = table("studies", column("study_id"), column("study_name"))
 _trials = table(
@@ -278,23 +280,9 @@ def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
     return alive
 
 
-# ---- evaluation trials ----------------------------------------------------------------------
-# The baseline, re-evaluations and the test run of a sweep live in a sibling study, so the
-# sampler never sees them and they never count against the budget (see sweep/evaluation.py).
-
-EVALUATION_SUFFIX = ".eval"
-STAGE_KEY = "stage"  # the evaluation study's user attribute: search → reevaluation → test → done
-BASELINE, REEVALUATION, TEST = "baseline", "reevaluation", "test"  # kinds of evaluation trial
-SEARCH, DONE = "search", "done"
-
 _study_user_attrs = table(
     "study_user_attributes", column("study_id"), column("key"), column("value_json")
 )
-
-
-def evaluation_study_name(sweep_name: str) -> str:
-    """The name of the study holding a sweep's evaluation trials."""
-    return sweep_name + EVALUATION_SUFFIX
 
 
 def study_user_attr(engine: Engine, study: int, key: str) -> Any:
@@ -317,4 +305,4 @@ def evaluation_finished(engine: Engine, sweep_name: str) -> bool:
         return True
     counts = state_counts(engine, study)
     idle = not counts.get("WAITING", 0) and not counts.get("RUNNING", 0)
-    return idle and study_user_attr(engine, study, STAGE_KEY) == DONE
+    return idle and study_user_attr(engine, study, STAGE_KEY) == Stage.DONE

@@ -5,26 +5,19 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from collections.abc import Mapping
-from typing import Any
 
 import optuna
-from optuna.pruners import BasePruner
-from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
 from sweep.config import Settings
-from sweep.db import engine_options, tune_sqlite
-from sweep.models import Sweep
-from sweep.search import PRUNER_OPTIONS, SAMPLER_OPTIONS, pruner_options, sampler_options
-from sweep.space import Space
+from sweep.definition.search import make_pruner, make_sampler
+from sweep.definition.space import Space
+from sweep.store.engine import engine_options, tune_sqlite
+from sweep.store.tables import Sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger("sweep.trials")
-
-SAMPLERS = tuple(SAMPLER_OPTIONS)
-PRUNERS = tuple(PRUNER_OPTIONS)
 
 # Optuna's heartbeat and retry APIs are marked experimental; the warning adds nothing for users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -109,30 +102,6 @@ def storage_for(settings: Settings, max_attempts: int = 3) -> RDBStorage:
     return _storage(
         settings.database_url, settings.heartbeat_interval, settings.grace_period, max_attempts
     )
-
-
-def make_sampler(
-    name: str,
-    space: Space,
-    seed: int,
-    options: Mapping[str, Any] | None = None,
-    *,
-    trials_so_far: int = 0,
-) -> BaseSampler:
-    """The sampler called ``name`` with its stored ``options``.
-
-    Samplers that draw at random are seeded ``seed + trials_so_far``, so parallel
-    workers differ and one worker's run is reproducible; the grid and QMC take
-    ``seed`` itself, because every claim must see the same order.
-    """
-    checked = sampler_options(name, options)
-    return checked.sampler(space, seed if checked.shared_seed else seed + trials_so_far)
-
-
-def make_pruner(name: str, epochs: int, options: Mapping[str, Any] | None = None) -> BasePruner:
-    """The pruner called ``name`` with its stored ``options``; warm-ups default to half the
-    epochs (see sweep.search.default_warmup)."""
-    return pruner_options(name, options, epochs).pruner(epochs)
 
 
 def create_study(storage: RDBStorage, sweep: Sweep) -> None:

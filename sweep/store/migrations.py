@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from sweep.db import engine_options
 from sweep.errors import SchemaNotReady
+from sweep.store.engine import engine_options
 
 VERSION_TABLE = "sweep_alembic_version"
 

@@ -14,7 +14,7 @@ import optuna
 from optuna.storages import RDBStorage
 from sqlalchemy import Engine
 
-from sweep import queries
+from sweep.store import queries
 
 log = logging.getLogger("sweep.trials")
 

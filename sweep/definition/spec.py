@@ -1,31 +1,17 @@
-"""Sweep use cases: create, read, list and control. Functions flush, never commit."""
+"""What a user asks for when creating a sweep, checked before anything is stored."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-import optuna
-from optuna.storages import RDBStorage
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from sweep import queries, search
-from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
-from sweep.evaluation import create_evaluation_study
-from sweep.models import Sweep, utcnow
-from sweep.space import Space
-from sweep.study import PRUNERS, SAMPLERS, create_study
+from sweep.definition import search
+from sweep.definition.evaluation import EVALUATION_SUFFIX
+from sweep.definition.search import PRUNERS, SAMPLERS
+from sweep.definition.space import Space
 from sweep.training.tasks import (
     TaskOptionsError,
     UnknownTaskError,
@@ -42,13 +28,6 @@ MAX_TRIALS = 10000
 SamplerName = Literal["tpe", "random", "grid", "qmc", "gp", "cmaes"]
 PrunerName = Literal["median", "percentile", "hyperband", "successive-halving", "none"]
 assert set(get_args(SamplerName)) == set(SAMPLERS) and set(get_args(PrunerName)) == set(PRUNERS)
-
-# Allowed control transitions: action -> (from states, to state).
-TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "pause": (("queued", "running"), "paused"),
-    "resume": (("paused",), "running"),
-    "cancel": (("queued", "running", "paused"), "cancelled"),
-}
 
 
 class SweepSpec(BaseModel):
@@ -113,9 +92,9 @@ class SweepSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, name: str) -> str:
-        if name.endswith(queries.EVALUATION_SUFFIX):
+        if name.endswith(EVALUATION_SUFFIX):
             raise ValueError(
-                f"names ending in {queries.EVALUATION_SUFFIX!r} are reserved for a sweep's "
+                f"names ending in {EVALUATION_SUFFIX!r} are reserved for a sweep's "
                 "evaluation study; pick another name"
             )
         return name
@@ -195,101 +174,3 @@ def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from _walk(item, f"{path}[{index}]")
     else:
         yield path, value
-
-
-@dataclass(frozen=True)
-class SweepProgress:
-    """A sweep with how far along it is, for display."""
-
-    sweep: Sweep
-    counts: dict[str, int]
-    configurations: int
-    evaluations: dict[str, int] = field(default_factory=dict)
-
-
-def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Sweep:
-    """Store a new sweep and create its Optuna study; the sweep starts queued."""
-    if session.scalar(select(Sweep.id).where(Sweep.name == spec.name)) is not None:
-        raise AlreadyExists(f"a sweep named {spec.name!r} already exists; pick another name")
-    sweep = Sweep(
-        name=spec.name,
-        description=spec.description,
-        task=spec.task,
-        task_options=spec.task_options,
-        n_trials=spec.n_trials,
-        epochs=spec.epochs,
-        space=spec.space.as_dict(),
-        sampler=spec.sampler,
-        pruner=spec.pruner,
-        penalty=spec.penalty,
-        patience=spec.patience,
-        seed=spec.seed,
-        max_attempts=spec.max_attempts,
-        search_options={"sampler": spec.sampler_options, "pruner": spec.pruner_options},
-        baseline=spec.baseline,
-        reevaluate_top=spec.reevaluate_top,
-        reevaluate_seeds=spec.reevaluate_seeds,
-        test_split=spec.test_split,
-        status="queued",
-        created_at=utcnow(),
-    )
-    # The study first: on SQLite a flushed insert would hold the write lock Optuna needs.
-    try:
-        create_study(storage, sweep)
-        create_evaluation_study(storage, sweep)
-    except optuna.exceptions.DuplicatedStudyError:
-        raise AlreadyExists(
-            f"an Optuna study named {spec.name!r} already exists in this database"
-        ) from None
-    session.add(sweep)
-    session.flush()
-    return sweep
-
-
-def get_sweep(session: Session, name: str) -> Sweep:
-    """The sweep called ``name``."""
-    sweep = session.scalar(select(Sweep).where(Sweep.name == name))
-    if sweep is None:
-        raise NotFound(f"no sweep named {name!r}")
-    return sweep
-
-
-def list_sweeps(
-    session: Session, *, status: str | None = None, limit: int = 50, before_id: int | None = None
-) -> list[Sweep]:
-    """Sweeps newest first, optionally only those in ``status``, older than ``before_id``."""
-    query = select(Sweep).order_by(Sweep.id.desc()).limit(limit)
-    if status is not None:
-        query = query.where(Sweep.status == status)
-    if before_id is not None:
-        query = query.where(Sweep.id < before_id)
-    return list(session.scalars(query))
-
-
-def control_sweep(session: Session, name: str, action: str) -> Sweep:
-    """Pause, resume or cancel a sweep; InvalidTransition if its state does not allow it."""
-    if action not in TRANSITIONS:
-        raise InvalidSweep(f"unknown action {action!r}")
-    sources, target = TRANSITIONS[action]
-    sweep = get_sweep(session, name)
-    if sweep.status not in sources:
-        raise InvalidTransition(f"cannot {action} sweep {name!r}: it is {sweep.status}")
-    sweep.status = target
-    if target == "cancelled":
-        sweep.finished_at = utcnow()
-    session.flush()
-    return sweep
-
-
-def sweep_progress(engine: Engine, sweep: Sweep) -> SweepProgress:
-    """Trial counts per state and configurations started, read from the study."""
-    study = queries.study_id(engine, sweep.name)
-    if study is None:
-        return SweepProgress(sweep, {}, 0)
-    evaluation = queries.study_id(engine, queries.evaluation_study_name(sweep.name))
-    return SweepProgress(
-        sweep,
-        queries.state_counts(engine, study),
-        queries.configurations_started(engine, study),
-        queries.state_counts(engine, evaluation) if evaluation is not None else {},
-    )

@@ -14,7 +14,7 @@ from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweep.space import Space
+from sweep.definition.space import Space
 
 
 class Options(BaseModel):
@@ -265,3 +265,31 @@ def _explain(kind: str, name: str, model: type[Options], exc: ValidationError) -
         else:  # a rule across options, e.g. two that cannot be combined
             problems.append(str(error["msg"]).removeprefix("Value error, "))
     return "; ".join(problems)
+
+
+SAMPLERS = tuple(SAMPLER_OPTIONS)
+PRUNERS = tuple(PRUNER_OPTIONS)
+
+
+def make_sampler(
+    name: str,
+    space: Space,
+    seed: int,
+    options: Mapping[str, Any] | None = None,
+    *,
+    trials_so_far: int = 0,
+) -> BaseSampler:
+    """The sampler called ``name`` with its stored ``options``.
+
+    Samplers that draw at random are seeded ``seed + trials_so_far``, so parallel
+    workers differ and one worker's run is reproducible; the grid and QMC take
+    ``seed`` itself, because every claim must see the same order.
+    """
+    checked = sampler_options(name, options)
+    return checked.sampler(space, seed if checked.shared_seed else seed + trials_so_far)
+
+
+def make_pruner(name: str, epochs: int, options: Mapping[str, Any] | None = None) -> BasePruner:
+    """The pruner called ``name`` with its stored ``options``; warm-ups default to half the
+    epochs (see sweep.search.default_warmup)."""
+    return pruner_options(name, options, epochs).pruner(epochs)

@@ -1,0 +1,134 @@
+"""Claiming work: which sweeps have it, and handing one trial of a sweep to one worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sweep import metrics
+from sweep.config import Settings
+from sweep.definition.space import Space
+from sweep.definition.status import ACTIVE_STATUSES
+from sweep.scheduler.duplicates import reuse_if_duplicate
+from sweep.store import queries
+from sweep.store.engine import transaction
+from sweep.store.locks import sweep_lock
+from sweep.store.optuna_storage import load_study, storage_for
+from sweep.store.tables import Sweep, utcnow
+
+log = logging.getLogger("sweep.trials")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial handed to one worker, with what it needs to train it."""
+
+    sweep_id: int
+    sweep_name: str
+    task: str
+    task_options: dict[str, Any]
+    epochs: int
+    penalty: str
+    patience: int | None
+    pruner: str
+    pruner_options: dict[str, Any]
+    max_attempts: int
+    trial_id: int
+    number: int
+    params: dict[str, Any]
+    seed: int
+    attempt: int
+    worker: str
+    study_name: str = ""  # the Optuna study holding the trial; the sweep's own if empty
+    evaluate_test: bool = False
+
+    @classmethod
+    def of(cls, sweep: Sweep, **trial: Any) -> Claim:
+        """A claim on a trial of ``sweep``: the sweep's settings plus the trial's own fields."""
+        settings: dict[str, Any] = {
+            "sweep_id": sweep.id,
+            "sweep_name": sweep.name,
+            "task": sweep.task,
+            "task_options": dict(sweep.task_options),
+            "epochs": sweep.epochs,
+            "penalty": sweep.penalty,
+            "patience": sweep.patience,
+            "pruner": sweep.pruner,
+            "pruner_options": sweep.pruner_options,
+            "max_attempts": sweep.max_attempts,
+        }
+        return cls(**{**settings, **trial})
+
+    @property
+    def study(self) -> str:
+        """The name of the Optuna study the trial belongs to."""
+        return self.study_name or self.sweep_name
+
+
+def active_sweeps(factory: sessionmaker[Session]) -> list[Sweep]:
+    """Queued and running sweeps, oldest first: the ones workers take trials from."""
+    with factory() as session:
+        query = select(Sweep).where(Sweep.status.in_(ACTIVE_STATUSES)).order_by(Sweep.id)
+        return list(session.scalars(query))
+
+
+def claim_trial(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    sweep_id: int,
+    worker: str,
+) -> Claim | None:
+    """Give this worker one trial of the sweep, or None if it has no work to hand out.
+
+    Under the sweep's lock: the sweep must be queued or running, and either a
+    re-queued trial is waiting or the budget has room for a new configuration.
+    Proposals identical to a completed trial are completed with its result on
+    the way (sweep.duplicates), so a worker only gets params worth training.
+    """
+    asked_at = time.perf_counter()
+    with transaction(factory) as session, sweep_lock(session, sweep_id):
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+        if sweep is None or sweep.status not in ACTIVE_STATUSES:
+            return None
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        study_id = queries.study_id(engine, sweep.name)
+        assert study_id is not None, f"sweep {sweep.name} has no study"
+        storage = storage_for(settings, sweep.max_attempts)
+        distributions = Space.model_validate(sweep.space).distributions()
+        while True:
+            waiting, started, total = queries.budget_counts(engine, study_id)
+            if waiting == 0 and started >= sweep.n_trials:
+                return None
+            # A different sampler seed per claim keeps parallel workers apart, and one
+            # worker's run reproducible.
+            study = load_study(storage, sweep, trials_so_far=total)
+            trial = study.ask(distributions)
+            # A proposal that repeats a completed trial takes its result and uses up budget.
+            if not reuse_if_duplicate(engine, storage, study, study_id, trial):
+                break
+        # A heartbeat now, so a worker killed before its first beat still goes stale.
+        storage.record_heartbeat(trial._trial_id)
+        configuration, attempt = trial.number, 1
+        if waiting:  # possibly a retry: it carries the number of the first attempt
+            system_attrs = storage.get_trial_system_attrs(trial._trial_id)
+            configuration = int(system_attrs.get(queries.RETRY_MARK, trial.number))
+            attempt = len(system_attrs.get("retry_history", [])) + 1
+        if sweep.status == "queued":
+            sweep.status = "running"
+            sweep.started_at = utcnow()
+        metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
+        return Claim.of(
+            sweep,
+            trial_id=trial._trial_id,
+            number=trial.number,
+            params=dict(trial.params),
+            seed=sweep.seed + configuration,
+            attempt=attempt,
+            worker=worker,
+        )

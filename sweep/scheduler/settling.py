@@ -1,0 +1,77 @@
+"""Ending things: reaping trials whose worker went silent, and settling a sweep that is done."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from sweep.config import Settings
+from sweep.definition.evaluation import evaluation_study_name
+from sweep.store import queries
+from sweep.store.engine import transaction
+from sweep.store.optuna_storage import storage_for
+from sweep.store.tables import Sweep, utcnow
+
+log = logging.getLogger("sweep.trials")
+GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
+
+
+def reap_stale_trials(settings: Settings, sweep: Sweep) -> None:
+    """Fail the sweep's trials whose heartbeats stopped, and re-queue their params."""
+    storage = storage_for(settings, sweep.max_attempts)
+    study = optuna.load_study(study_name=sweep.name, storage=storage)
+    optuna.storages.fail_stale_trials(study)
+    _reap_evaluation_trials(storage, sweep.name)
+
+
+def _reap_evaluation_trials(storage: RDBStorage, name: str) -> None:
+    try:
+        study = optuna.load_study(study_name=evaluation_study_name(name), storage=storage)
+    except KeyError:  # a sweep created before evaluation studies existed
+        return
+    optuna.storages.fail_stale_trials(study)
+
+
+def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
+    """End the sweep: completed once its budget is spent and nothing runs; failed early
+    when nothing has succeeded after GIVE_UP_AFTER configurations' worth of attempts."""
+    with transaction(factory) as session:
+        sweep = session.get(Sweep, sweep_id)
+        if sweep is None or sweep.status not in ("queued", "running", "paused"):
+            return
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        study_id = queries.study_id(engine, sweep.name)
+        if study_id is None:
+            return
+        counts = queries.state_counts(engine, study_id)
+        succeeded = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        failures = counts.get("FAIL", 0)
+        hopeless = not succeeded and failures >= GIVE_UP_AFTER * sweep.max_attempts
+        if not hopeless:
+            if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
+                return
+            if queries.configurations_started(engine, study_id) < sweep.n_trials:
+                return
+            if not queries.evaluation_finished(engine, sweep.name):
+                return
+        sweep.finished_at = utcnow()
+        if succeeded:
+            sweep.status = "completed"
+            return
+        sweep.status = "failed"
+        last = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
+        sweep.error = f"no trial succeeded in {failures} attempts; last error: {last}"
+        log.error("sweep %s failed: %s", sweep.name, sweep.error)
+
+
+def _last_error(storage: RDBStorage, name: str) -> str:
+    study = optuna.load_study(study_name=name, storage=storage)
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    errors = [str(t.user_attrs["error"]) for t in failed if "error" in t.user_attrs]
+    return errors[-1] if errors else "unknown"
