@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 import sweep
+from api.bodylimit import BodyLimit
 from api.errors import install_error_handlers
 from api.ratelimit import RequestLimiter
 from api.routes import health, metrics, sweeps, tasks, tokens, trials
 from sweep.config import Settings
+from sweep.metrics import background_error
 from sweep.scheduler.claims import active_sweeps
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.service.gauges import api_registry
@@ -36,11 +38,16 @@ class Reaper:
         factory = self._app.state.session_factory
         while not self._stop.wait(self._settings.reap_interval):
             try:
-                for sweep_row in active_sweeps(factory):
-                    reap_stale_trials(self._settings, sweep_row)
+                sweeps_now = active_sweeps(factory)
+            except Exception:  # an outage must not end the timer
+                background_error(log, "reaper", "listing active sweeps")
+                continue
+            for sweep_row in sweeps_now:
+                try:
+                    reap_stale_trials(self._settings, factory, sweep_row)
                     settle_sweep(self._settings, factory, sweep_row.id)
-            except Exception as exc:  # an outage must not end the timer
-                log.warning("reaper: %s", str(exc).splitlines()[0] if str(exc) else exc)
+                except Exception:  # nor one sweep's trouble stop the others being reaped
+                    background_error(log, "reaper", f"reaping sweep {sweep_row.name!r}")
 
     def start(self) -> None:
         self._thread.start()
@@ -67,13 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=sweep.__version__,
         description="Queue Optuna sweeps over dropout and weight decay; read the best configs.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,  # 413, also for chunked bodies
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.limiter = RequestLimiter(settings.rate_limit)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 log = logging.getLogger("sweep.metrics")
 
@@ -36,6 +42,19 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     registry=None,
 )
+BACKGROUND_ERRORS = Counter(
+    "sweep_background_errors",
+    "Exceptions caught in background threads (the API's reaper, a trial's lease), by thread.",
+    ["thread"],
+    registry=None,
+)
+
+
+def background_error(logger: logging.Logger, thread: str, what: str) -> None:
+    """Log the exception being handled, with its traceback, and count it: a background
+    thread carries on after an error, but never hides it."""
+    BACKGROUND_ERRORS.labels(thread).inc()
+    logger.error("%s failed in the %s thread", what, thread, exc_info=True)
 
 
 def worker_registry() -> CollectorRegistry:
@@ -43,6 +62,7 @@ def worker_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(CLAIM_SECONDS)
     registry.register(EPOCH_SECONDS)
+    registry.register(BACKGROUND_ERRORS)
     ProcessCollector(registry=registry)
     return registry
 

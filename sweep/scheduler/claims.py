@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sweep import metrics
 from sweep.config import Settings
 from sweep.definition.space import Space
-from sweep.definition.status import ACTIVE_STATUSES
+from sweep.definition.status import ACTIVE_STATUSES, SweepStatus
 from sweep.scheduler.duplicates import reuse_if_duplicate
 from sweep.store import queries
-from sweep.store.engine import transaction
-from sweep.store.locks import sweep_lock
+from sweep.store.locks import locked_sweep
+from sweep.store.optuna_compat import trial_id
 from sweep.store.optuna_storage import load_study, storage_for
+from sweep.store.sweep_rows import set_status
 from sweep.store.tables import Sweep, utcnow
 
 log = logging.getLogger("sweep.trials")
@@ -91,7 +92,7 @@ def claim_trial(
     the way (sweep.duplicates), so a worker only gets params worth training.
     """
     asked_at = time.perf_counter()
-    with transaction(factory) as session, sweep_lock(session, sweep_id):
+    with locked_sweep(factory, sweep_id) as session:
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
             return None
@@ -113,19 +114,24 @@ def claim_trial(
             if not reuse_if_duplicate(engine, storage, study, study_id, trial):
                 break
         # A heartbeat now, so a worker killed before its first beat still goes stale.
-        storage.record_heartbeat(trial._trial_id)
+        storage.record_heartbeat(trial_id(trial))
         configuration, attempt = trial.number, 1
         if waiting:  # possibly a retry: it carries the number of the first attempt
-            system_attrs = storage.get_trial_system_attrs(trial._trial_id)
+            system_attrs = storage.get_trial_system_attrs(trial_id(trial))
             configuration = int(system_attrs.get(queries.RETRY_MARK, trial.number))
             attempt = len(system_attrs.get("retry_history", [])) + 1
-        if sweep.status == "queued":
-            sweep.status = "running"
-            sweep.started_at = utcnow()
+        if sweep.status == SweepStatus.QUEUED:
+            set_status(
+                session,
+                sweep.id,
+                SweepStatus.RUNNING,
+                only_from=(SweepStatus.QUEUED,),
+                started_at=utcnow(),
+            )
         metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
         return Claim.of(
             sweep,
-            trial_id=trial._trial_id,
+            trial_id=trial_id(trial),
             number=trial.number,
             params=dict(trial.params),
             seed=sweep.seed + configuration,

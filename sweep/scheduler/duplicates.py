@@ -15,6 +15,7 @@ from optuna.storages import RDBStorage
 from sqlalchemy import Engine
 
 from sweep.store import queries
+from sweep.store.optuna_compat import trial_id
 
 log = logging.getLogger("sweep.trials")
 
@@ -36,8 +37,8 @@ def reuse_if_duplicate(
     source = storage.get_trial(twin_id)
     for key in COPIED_ATTRS:
         if key in source.user_attrs:
-            storage.set_trial_user_attr(trial._trial_id, key, source.user_attrs[key])
-    storage.set_trial_user_attr(trial._trial_id, "reused_from", twin_number)
+            storage.set_trial_user_attr(trial_id(trial), key, source.user_attrs[key])
+    storage.set_trial_user_attr(trial_id(trial), queries.REUSED_MARK, twin_number)
     study.tell(trial, source.value)
     log.info(
         "reuse sweep=%s trial=%d: same params as trial %d, its result copied without training",

@@ -35,8 +35,8 @@ from sweep.definition.space import Space
 from sweep.definition.status import ACTIVE_STATUSES
 from sweep.scheduler.claims import Claim
 from sweep.store import queries
-from sweep.store.engine import transaction
-from sweep.store.locks import sweep_lock
+from sweep.store.locks import locked_sweep
+from sweep.store.optuna_compat import trial_id
 from sweep.store.optuna_storage import storage_for
 from sweep.store.results import top_configurations
 from sweep.store.tables import Sweep
@@ -102,7 +102,7 @@ def claim_evaluation(
     the next stage if the previous one has finished, then hands out a waiting
     evaluation trial.
     """
-    with transaction(factory) as session, sweep_lock(session, sweep_id):
+    with locked_sweep(factory, sweep_id) as session:
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
             return None
@@ -120,14 +120,14 @@ def claim_evaluation(
         if not queries.state_counts(engine, eval_id).get("WAITING", 0):
             return None
         trial = study.ask()  # takes a waiting trial: there is one, and we hold the lock
-        storage.record_heartbeat(trial._trial_id)
-        frozen = storage.get_trial(trial._trial_id)
+        storage.record_heartbeat(trial_id(trial))
+        frozen = storage.get_trial(trial_id(trial))
         attrs = frozen.user_attrs
         return Claim.of(
             sweep,
             pruner="none",  # a re-evaluation runs to the end, as its search trial could have
             pruner_options={},
-            trial_id=trial._trial_id,
+            trial_id=trial_id(trial),
             number=trial.number,
             params=dict(attrs["params"]),
             seed=int(attrs["seed"]),
@@ -147,11 +147,8 @@ def _advance(engine: Engine, study: optuna.Study, sweep: Sweep, eval_id: int) ->
         main_id = queries.study_id(engine, sweep.name)
         assert main_id is not None
         if sweep.reevaluate_top:
-            # a trial that reused a twin's result repeats a configuration: re-train it once
-            best_ids = queries.best_trial_ids(engine, main_id, 4 * sweep.reevaluate_top)
-            rows = queries.trial_rows(engine, best_ids, ("reused_from",))
-            fresh = [row for row in rows if row.user_attrs.get("reused_from") is None]
-            for row in fresh[: sweep.reevaluate_top]:
+            best_ids = queries.best_trial_ids(engine, main_id, sweep.reevaluate_top)
+            for row in queries.trial_rows(engine, best_ids, ()):
                 for seed in evaluation_seeds(sweep):
                     _queue(study, Kind.REEVALUATION, row.params, seed, row.number)
         stage = _set_stage(study, Stage.REEVALUATION)

@@ -19,16 +19,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from sweep import metrics
 from sweep.config import Settings
 from sweep.definition.search import make_pruner
+from sweep.definition.status import SweepStatus
 from sweep.scheduler.claims import Claim
 from sweep.store import queries
 from sweep.store.engine import retry_on_outage
-from sweep.store.optuna_storage import retry_callback, storage_for
+from sweep.store.locks import locked_sweep
+from sweep.store.optuna_compat import is_tell_on_finished_trial, trial_of
+from sweep.store.optuna_storage import definition_attrs, retry_callback, storage_for
 from sweep.store.tables import Sweep
 from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
 T = TypeVar("T")
-RUN_ATTRS = ("worker", "attempt", "curves", "metrics", "error")  # user attrs one run writes
 
 
 class LeaseLost(Exception):
@@ -105,7 +107,7 @@ class TrialRun:
         self.study = self._db(
             lambda: optuna.Study(claim.study, storage=self.storage, pruner=pruner), "load"
         )
-        self.trial = optuna.Trial(self.study, claim.trial_id)
+        self.trial = trial_of(self.study, claim.trial_id)
         self._epoch_started = time.perf_counter()
 
     def _db(self, call: Callable[[], T], what: str) -> T:
@@ -113,8 +115,8 @@ class TrialRun:
             return retry_on_outage(call, max_wait_s=self._max_outage_s, what=what)
         except UpdateFinishedTrialError as exc:
             raise LeaseLost(str(exc)) from exc
-        except ValueError as exc:  # Optuna's tell on a trial that is already finished
-            if "Cannot tell a" in str(exc):
+        except ValueError as exc:
+            if is_tell_on_finished_trial(exc):
                 raise LeaseLost(str(exc)) from exc
             raise
 
@@ -137,20 +139,20 @@ class TrialRun:
     def _keep_lease(self) -> None:
         tid = self.claim.trial_id
         try:
-            # Who runs it and which attempt this is; a retry also drops its predecessor's curves.
+            # Who runs it and which attempt this is (a retry starts without its predecessor's).
             self.storage.set_trial_user_attr(tid, "worker", self.claim.worker)
             self.storage.set_trial_user_attr(tid, "attempt", self.claim.attempt)
             self.storage.set_trial_user_attr(tid, "seed", self.claim.seed)
-        except Exception as exc:
-            log.warning("trial %s: could not record its worker: %s", self.claim.number, exc)
+        except Exception:
+            metrics.background_error(log, "lease", f"recording trial {self.claim.number}'s worker")
         while not self._stop.wait(self._interval):
             try:
                 self.storage.record_heartbeat(tid)
-                if self.sweep_status() == "cancelled":
+                if self.sweep_status() == SweepStatus.CANCELLED:
                     self.cancelled.set()
                 self._save_curves()
-            except Exception as exc:  # a database blip must not kill the trial
-                log.warning("heartbeat for trial %s failed: %s", self.claim.number, exc)
+            except Exception:  # a database blip must not kill the trial; the next beat retries
+                metrics.background_error(log, "lease", f"trial {self.claim.number}'s heartbeat")
 
     def _save_curves(self) -> None:
         epochs = len(self.curves.val_loss)
@@ -164,7 +166,7 @@ class TrialRun:
         """The sweep's current status, read from the database."""
         with self._factory() as session:
             status = session.scalar(select(Sweep.status).where(Sweep.id == self.claim.sweep_id))
-        return status or "cancelled"
+        return status or SweepStatus.CANCELLED
 
     # ---- the per-epoch path and the end ---------------------------------------------------
 
@@ -199,29 +201,28 @@ class TrialRun:
 
     def fail(self, error: str, *, retry: bool) -> None:
         """FAIL the trial with ``error``; re-queue its params if attempts are left."""
-        self._db(self._save_final_curves, "fail")
-        self._db(lambda: self._set_attr("error", error[:2000]), "fail")
-        self._db(lambda: self.study.tell(self.trial, state=TrialState.FAIL), "fail")
-        if retry:
-            frozen = self._db(lambda: self.storage.get_trial(self.claim.trial_id), "read")
-            self._db(lambda: retry_callback(self.claim.max_attempts)(self.study, frozen), "retry")
+        retry_with = retry_callback(self.claim.max_attempts) if retry else None
+        self._fail(error, requeue=retry_with)
 
     def release(self) -> None:
         """Give the trial back: FAIL it and queue its params again, not counted as an attempt."""
-        self.fail("released by its worker (shutdown); re-queued", retry=False)
-        frozen = self._db(lambda: self.storage.get_trial(self.claim.trial_id), "read")
-        requeued = optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=frozen.params,
-            distributions=frozen.distributions,
-            # what defines the trial (an evaluation trial's params and seed), not this run's results
-            user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in RUN_ATTRS},
-            system_attrs={
-                queries.RETRY_MARK: _configuration_number(frozen),
-                "retry_history": list(frozen.system_attrs.get("retry_history", [])),
-            },
-        )
-        self._db(lambda: self.study.add_trial(requeued), "re-queue")
+        self._fail("released by its worker (shutdown); re-queued", requeue=_requeue_unchanged)
+
+    def _fail(
+        self, error: str, requeue: Callable[[optuna.Study, FrozenTrial], None] | None
+    ) -> None:
+        self._db(self._save_final_curves, "fail")
+        self._db(lambda: self._set_attr("error", error[:2000]), "fail")
+
+        def fail_and_requeue() -> None:
+            # One step for whoever settles the sweep or plans its evaluation: they take the
+            # same lock, so they never see the failed trial without its retry.
+            with locked_sweep(self._factory, self.claim.sweep_id):
+                self.study.tell(self.trial, state=TrialState.FAIL)
+                if requeue is not None:
+                    requeue(self.study, self.storage.get_trial(self.claim.trial_id))
+
+        self._db(fail_and_requeue, "fail")
 
     def _save_final_curves(self) -> None:
         self.close()  # the lease thread must not write older curves after these
@@ -229,3 +230,19 @@ class TrialRun:
 
     def _set_attr(self, key: str, value: Any) -> None:
         self.storage.set_trial_user_attr(self.claim.trial_id, key, value)
+
+
+def _requeue_unchanged(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial``'s configuration again as the same attempt (a release is no failure)."""
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=definition_attrs(trial),
+            system_attrs={
+                queries.RETRY_MARK: _configuration_number(trial),
+                "retry_history": list(trial.system_attrs.get("retry_history", [])),
+            },
+        )
+    )

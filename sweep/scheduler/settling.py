@@ -12,21 +12,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
 from sweep.definition.evaluation import evaluation_study_name
+from sweep.definition.status import UNFINISHED_STATUSES, SweepStatus
 from sweep.store import queries
-from sweep.store.engine import transaction
+from sweep.store.locks import locked_sweep
 from sweep.store.optuna_storage import storage_for
+from sweep.store.sweep_rows import set_status
 from sweep.store.tables import Sweep, utcnow
 
 log = logging.getLogger("sweep.trials")
 GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
 
 
-def reap_stale_trials(settings: Settings, sweep: Sweep) -> None:
-    """Fail the sweep's trials whose heartbeats stopped, and re-queue their params."""
+def reap_stale_trials(settings: Settings, factory: sessionmaker[Session], sweep: Sweep) -> None:
+    """Fail the sweep's trials whose heartbeats stopped, and re-queue their params.
+
+    Under the sweep's lock: a failed trial and its retry appear to others together.
+    """
     storage = storage_for(settings, sweep.max_attempts)
-    study = optuna.load_study(study_name=sweep.name, storage=storage)
-    optuna.storages.fail_stale_trials(study)
-    _reap_evaluation_trials(storage, sweep.name)
+    with locked_sweep(factory, sweep.id):
+        study = optuna.load_study(study_name=sweep.name, storage=storage)
+        optuna.storages.fail_stale_trials(study)
+        _reap_evaluation_trials(storage, sweep.name)
 
 
 def _reap_evaluation_trials(storage: RDBStorage, name: str) -> None:
@@ -40,9 +46,9 @@ def _reap_evaluation_trials(storage: RDBStorage, name: str) -> None:
 def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
     """End the sweep: completed once its budget is spent and nothing runs; failed early
     when nothing has succeeded after GIVE_UP_AFTER configurations' worth of attempts."""
-    with transaction(factory) as session:
-        sweep = session.get(Sweep, sweep_id)
-        if sweep is None or sweep.status not in ("queued", "running", "paused"):
+    with locked_sweep(factory, sweep_id) as session:
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+        if sweep is None or sweep.status not in UNFINISHED_STATUSES:
             return
         engine = session.get_bind()
         assert isinstance(engine, Engine)
@@ -60,14 +66,26 @@ def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: i
                 return
             if not queries.evaluation_finished(engine, sweep.name):
                 return
-        sweep.finished_at = utcnow()
         if succeeded:
-            sweep.status = "completed"
+            set_status(
+                session,
+                sweep_id,
+                SweepStatus.COMPLETED,
+                only_from=UNFINISHED_STATUSES,
+                finished_at=utcnow(),
+            )
             return
-        sweep.status = "failed"
         last = _last_error(storage_for(settings, sweep.max_attempts), sweep.name)
-        sweep.error = f"no trial succeeded in {failures} attempts; last error: {last}"
-        log.error("sweep %s failed: %s", sweep.name, sweep.error)
+        error = f"no trial succeeded in {failures} attempts; last error: {last}"
+        if set_status(
+            session,
+            sweep_id,
+            SweepStatus.FAILED,
+            only_from=UNFINISHED_STATUSES,
+            finished_at=utcnow(),
+            error=error,
+        ):
+            log.error("sweep %s failed: %s", sweep.name, error)
 
 
 def _last_error(storage: RDBStorage, name: str) -> str:

@@ -11,7 +11,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sweep.metrics import REQUEST_SECONDS
+from sweep.metrics import BACKGROUND_ERRORS, REQUEST_SECONDS
 from sweep.store import queries
 
 log = logging.getLogger("sweep.metrics")
@@ -62,5 +62,6 @@ def api_registry(engine: Engine, grace_period: float) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(StoreCollector(engine, grace_period))
     registry.register(REQUEST_SECONDS)
+    registry.register(BACKGROUND_ERRORS)
     ProcessCollector(registry=registry)
     return registry

@@ -34,11 +34,7 @@ def param_importances(engine: Engine, sweep: Sweep) -> Importances:
     and it is seeded with the sweep's seed so that every call gives the same answer.
     """
     ids = queries.best_trial_ids(engine, study_id_of(engine, sweep), sweep.n_trials)
-    rows = [
-        row
-        for row in queries.trial_rows(engine, ids, ("reused_from",))
-        if "reused_from" not in row.user_attrs
-    ]
+    rows = queries.trial_rows(engine, ids, ())
     if len(rows) < MIN_TRIALS:
         raise NotEnoughTrials(
             f"sweep {sweep.name!r} has {len(rows)} completed trials; importances need "

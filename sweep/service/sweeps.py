@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import RDBStorage
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from sweep.definition.evaluation import evaluation_study_name
 from sweep.definition.spec import SweepSpec
-from sweep.definition.status import TRANSITIONS
+from sweep.definition.status import TRANSITIONS, SweepStatus
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
 from sweep.scheduler.evaluation import create_evaluation_study
 from sweep.store import queries
 from sweep.store.optuna_storage import create_study
+from sweep.store.sweep_rows import set_status
 from sweep.store.tables import Sweep, utcnow
 
 
@@ -52,13 +54,18 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
         reevaluate_top=spec.reevaluate_top,
         reevaluate_seeds=spec.reevaluate_seeds,
         test_split=spec.test_split,
-        status="queued",
+        status=SweepStatus.QUEUED,
         created_at=utcnow(),
     )
-    # The study first: on SQLite a flushed insert would hold the write lock Optuna needs.
+    # The studies first: on SQLite a flushed insert would hold the write lock Optuna needs.
+    # Optuna commits them at once, so they are deleted again if the sweep's row is not.
+    created: list[str] = []
+    _delete_studies_on_rollback(session, storage, created)
     try:
         create_study(storage, sweep)
+        created.append(sweep.name)
         create_evaluation_study(storage, sweep)
+        created.append(evaluation_study_name(sweep.name))
     except optuna.exceptions.DuplicatedStudyError:
         raise AlreadyExists(
             f"an Optuna study named {spec.name!r} already exists in this database"
@@ -66,6 +73,27 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
     session.add(sweep)
     session.flush()
     return sweep
+
+
+def _delete_studies_on_rollback(session: Session, storage: RDBStorage, names: list[str]) -> None:
+    """Delete the studies ``names`` if the session's transaction rolls back instead of
+    committing, so that a sweep that was never stored leaves no study and its name stays free."""
+
+    settled: list[bool] = []  # the transaction's fate is known once; later ones are not ours
+
+    def rolled_back(_session: Session, _transaction: object) -> None:
+        if settled:
+            return
+        settled.append(True)
+        for name in names:
+            with contextlib.suppress(KeyError):  # already gone
+                storage.delete_study(storage.get_study_id_from_name(name))
+
+    def committed(_session: Session) -> None:
+        settled.append(True)
+
+    event.listen(session, "after_soft_rollback", rolled_back)
+    event.listen(session, "after_commit", committed)
 
 
 def get_sweep(session: Session, name: str) -> Sweep:
@@ -94,12 +122,10 @@ def control_sweep(session: Session, name: str, action: str) -> Sweep:
         raise InvalidSweep(f"unknown action {action!r}")
     sources, target = TRANSITIONS[action]
     sweep = get_sweep(session, name)
-    if sweep.status not in sources:
+    finished = {"finished_at": utcnow()} if target == SweepStatus.CANCELLED else {}
+    if not set_status(session, sweep.id, target, only_from=sources, **finished):
+        session.refresh(sweep)  # what it is now, which a worker may just have changed
         raise InvalidTransition(f"cannot {action} sweep {name!r}: it is {sweep.status}")
-    sweep.status = target
-    if target == "cancelled":
-        sweep.finished_at = utcnow()
-    session.flush()
     return sweep
 
 

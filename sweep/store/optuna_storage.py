@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import warnings
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -40,6 +42,15 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int, max_attempts:
     return storage
 
 
+RUN_ATTRS = ("worker", "attempt", "curves", "metrics", "error")  # user attrs one run writes
+
+
+def definition_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """The user attributes that define ``trial`` (an evaluation trial's params and seed),
+    without what one run of it wrote: a retry starts clean."""
+    return {k: v for k, v in trial.user_attrs.items() if k not in RUN_ATTRS}
+
+
 class RetryCallback:
     """Re-queue a failed trial's params while it has attempts left, and log the outcome."""
 
@@ -48,7 +59,10 @@ class RetryCallback:
         self._retry = RetryHeartbeatStaleTrialCallback(max_retry=max_attempts - 1)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._retry(study, trial)
+        # Optuna's callback copies the user attributes: hand it only those that define the trial.
+        clean = copy.copy(trial)
+        clean.user_attrs = definition_attrs(trial)
+        self._retry(study, clean)
         attempt = len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) + 1
         fields = _event_fields(study, trial)
         if attempt < self._max_attempts:

@@ -63,6 +63,7 @@ _state = _trials.c.state
 _value_type = _values.c.value_type
 
 RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
+REUSED_MARK = "reused_from"  # the user attribute of a trial that took a twin's result
 
 
 _study_ids: dict[tuple[str, str], int] = {}
@@ -144,7 +145,12 @@ def complete_trial_with_params(
 
 
 def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
-    """Ids of the ``k`` complete trials with the lowest finite objective, best first."""
+    """Ids of the ``k`` complete trials with the lowest finite objective, best first.
+
+    Trials that reused a twin's result (``reused_from``) are left out: they repeat
+    a configuration that is already ranked by its own run.
+    """
+    reused = select(_user_attrs.c.trial_id).where(_user_attrs.c.key == REUSED_MARK)
     query = (
         select(_trials.c.trial_id)
         .join(_values, _values.c.trial_id == _trials.c.trial_id)
@@ -153,6 +159,7 @@ def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
             _state == "COMPLETE",
             _values.c.objective == 0,
             _value_type == "FINITE",
+            _trials.c.trial_id.not_in(reused),
         )
         .order_by(_values.c.value.asc(), _trials.c.number.asc())
         .limit(k)
@@ -171,6 +178,17 @@ def trial_ids_page(
     if state is not None:
         query = query.where(_state == state)
     query = query.order_by(_trials.c.number.asc()).limit(limit)
+    with engine.connect() as conn:
+        return [int(row) for row in conn.execute(query).scalars()]
+
+
+def trial_ids_by_number(engine: Engine, study: int, numbers: list[int]) -> list[int]:
+    """Ids of the study's trials numbered ``numbers`` (those that exist)."""
+    if not numbers:
+        return []
+    query = select(_trials.c.trial_id).where(
+        _trials.c.study_id == study, _trials.c.number.in_(numbers)
+    )
     with engine.connect() as conn:
         return [int(row) for row in conn.execute(query).scalars()]
 

@@ -161,7 +161,10 @@ def top_configurations(engine: Engine, sweep: Sweep, k: int) -> list[Configurati
             ok = run.value is not None and math.isfinite(run.value)
             if run.kind == Kind.REEVALUATION and ok and run.trial_number is not None:
                 extra.setdefault(int(run.trial_number), []).append(float(run.value or 0.0))
-    ids = queries.best_trial_ids(engine, study_id_of(engine, sweep), k + len(extra))
+    study = study_id_of(engine, sweep)
+    # every re-evaluated configuration, wherever its search run ranks, and the best k overall
+    reevaluated = queries.trial_ids_by_number(engine, study, list(extra))
+    ids = list(dict.fromkeys([*reevaluated, *queries.best_trial_ids(engine, study, k)]))
     configurations = [
         Configuration(
             trial=t,

@@ -129,7 +129,7 @@ class Worker:
             # Reaping costs a few queries; once per heartbeat interval is often enough.
             now = time.monotonic()
             if now - self._reaped_at.get(sweep.id, 0.0) >= self.settings.heartbeat_interval:
-                reap_stale_trials(self.settings, sweep)
+                reap_stale_trials(self.settings, self.factory, sweep)
                 self._reaped_at[sweep.id] = now
             claim = claim_trial(self.settings, self.factory, sweep.id, self.name)
             if claim is None:  # the budget is handed out: baseline and re-evaluations next
