@@ -58,10 +58,13 @@ class Api:
             fail(f"{response.status_code}: {_error_text(response)}")
         return response.content
 
-    def get_optional(self, path: str) -> Any | None:
-        """GET that answers None on 404 (e.g. no best trial yet)."""
+    def get_optional(self, path: str, timeout: float | None = None) -> Any | None:
+        """GET that answers None on 404 (e.g. no best trial yet) or when the API is not answering.
+
+        ``timeout`` (seconds) replaces the client's 30 s for this request.
+        """
         try:
-            response = self._client.get(path)
+            response = self._client.get(path, timeout=timeout or self._client.timeout)
         except httpx.HTTPError:
             return None
         return response.json() if response.status_code == 200 else None

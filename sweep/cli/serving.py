@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -156,9 +158,6 @@ def dashboard(
     optuna_dashboard.run_server(storage_for(settings), host=host, port=port)
 
 
-# ---- database ------------------------------------------------------------------------------
-
-
 @app.command()
 def up(
     n_trials: Annotated[int, typer.Option(help="trials of the default sweep")] = 30,
@@ -166,10 +165,6 @@ def up(
     port: Annotated[int, typer.Option(help="API port on 127.0.0.1")] = 8000,
 ) -> None:
     """Migrate, start the API and a worker, run a default sweep, then keep serving until Ctrl-C."""
-    import signal
-    import subprocess
-    from datetime import datetime
-
     from sweep.service import tokens
     from sweep.store.engine import make_engine, make_session_factory, transaction
     from sweep.store.migrations import upgrade
@@ -180,54 +175,29 @@ def up(
     console.print(f"store: {settings.safe_database_url} (migrated)")
     factory = make_session_factory(engine)
     issued = None
-    if settings.auth:
-        with transaction(factory) as session:
-            issued = tokens.create_token(session, "user", name="sweep-up")
-        console.print(
-            "API token for this session (role user; revoked when `sweep up` stops), "
-            "for the CLI in another terminal:"
-        )
-        console.print(f"  export SWEEP_TOKEN={issued.secret}", soft_wrap=True, highlight=False)
-    else:
-        console.print(
-            "[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): the API listens on 127.0.0.1 only"
-        )
-    logs = Path(".sweep")
-    logs.mkdir(exist_ok=True)
-    base = [sys.executable, "-m", "sweep"]
-    children = []
-    for name, args in (("api", ["api", "--port", str(port)]), ("worker", ["worker"])):
-        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        children.append(subprocess.Popen([*base, *args], stdout=log_file, stderr=log_file))
-    console.print(f"started the API and one worker; logs in {logs}/api.log and {logs}/worker.log")
+    children: list[subprocess.Popen[bytes]] = []
 
-    def stop_children(*_args: object) -> NoReturn:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=60)
-        console.print("stopped")
-        raise typer.Exit(0)
+    def on_sigterm(*_args: object) -> NoReturn:
+        raise typer.Exit(0)  # the finally below stops the children
 
-    signal.signal(signal.SIGTERM, stop_children)
-    client = Api(f"http://127.0.0.1:{port}", token=issued.secret if issued else None)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
+        if settings.auth:
+            with transaction(factory) as session:
+                issued = tokens.create_token(session, "user", name="sweep-up")
+            console.print(
+                "API token for this session (role user; revoked when `sweep up` stops), "
+                "for the CLI in another terminal:"
+            )
+            console.print(f"  export SWEEP_TOKEN={issued.secret}", soft_wrap=True, highlight=False)
+        else:
+            console.print(
+                "[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): the API listens on 127.0.0.1 only"
+            )
+        _start_api_and_worker(port, children)
+        client = Api(f"http://127.0.0.1:{port}", token=issued.secret if issued else None)
         _wait_ready(client, children)
-        name = "digits-" + datetime.now().strftime("%Y%m%d-%H%M%S")
-        client.request(
-            "POST",
-            "/v1/sweeps",
-            json={
-                "name": name,
-                "n_trials": n_trials,
-                "epochs": epochs,
-                "description": "the default sweep of `sweep up`",
-            },
-        )
-        console.print(
-            f"queued [bold]{name}[/bold]: {n_trials} trials of digits-mlp, "
-            f"dropout in [0.2, 0.5], weight decay in [1e-5, 1e-2] (log)"
-        )
+        name = _queue_default_sweep(client, n_trials, epochs)
         watch_sweep(client, name)
         console.print(
             f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
@@ -238,19 +208,75 @@ def up(
             time.sleep(1)
         fail("a child process exited; see .sweep/*.log")
     except KeyboardInterrupt:
-        stop_children()
+        pass  # Ctrl-C is how `sweep up` is meant to stop: exit 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
+        if children:
+            stop_children(children)
+            console.print("stopped")
         if issued is not None:
             with transaction(factory) as session:
                 tokens.revoke_token(session, issued.info.id)
 
 
-def _wait_ready(client: Api, children: list[Any]) -> None:
+def _start_api_and_worker(port: int, children: list[subprocess.Popen[bytes]]) -> None:
+    """Start `sweep api` and `sweep worker`, appending each to ``children`` as it starts
+    (so a failure to start the second still stops the first)."""
+    logs = Path(".sweep")
+    logs.mkdir(exist_ok=True)
+    for name, args in (("api", ["api", "--port", str(port)]), ("worker", ["worker"])):
+        with open(logs / f"{name}.log", "ab") as log_file:  # the child keeps its own copy
+            command = [sys.executable, "-m", "sweep", *args]
+            children.append(subprocess.Popen(command, stdout=log_file, stderr=log_file))
+    console.print(f"started the API and one worker; logs in {logs}/api.log and {logs}/worker.log")
+
+
+def _queue_default_sweep(client: Api, n_trials: int, epochs: int) -> str:
+    """POST the default sweep (digits-mlp, the default space) and return its name."""
+    from datetime import datetime
+
+    name = "digits-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    body = {
+        "name": name,
+        "n_trials": n_trials,
+        "epochs": epochs,
+        "description": "the default sweep of `sweep up`",
+    }
+    client.request("POST", "/v1/sweeps", json=body)
+    console.print(
+        f"queued [bold]{name}[/bold]: {n_trials} trials of digits-mlp, "
+        f"dropout in [0.2, 0.5], weight decay in [1e-5, 1e-2] (log)"
+    )
+    return name
+
+
+def stop_children(children: list[subprocess.Popen[bytes]], grace: float = 60.0) -> None:
+    """Terminate the children, give them ``grace`` seconds to finish, then kill the rest.
+
+    A worker given SIGTERM releases its trial at the next epoch; a second Ctrl-C stops waiting.
+    """
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + grace
+    try:
+        for child in children:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def _wait_ready(client: Api, children: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if client.get_optional("/readyz") is not None:
-            return
         if any(child.poll() is not None for child in children):
             fail("the API or worker exited at start; see .sweep/api.log and .sweep/worker.log")
+        # A short timeout: whatever else holds the port may accept and never answer.
+        if client.get_optional("/readyz", timeout=2) is not None:
+            return
         time.sleep(0.3)
     fail("the API did not become ready in 120 s; see .sweep/api.log")
