@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import EngineDep, SessionDep, StorageDep, authorize
+from api.params import StoredInt
 from api.schemas import (
     BestOut,
     ConfigurationOut,
@@ -72,12 +73,10 @@ def list_sweeps(
     engine: EngineDep,
     status: StatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+    cursor: Annotated[StoredInt | None, Query()] = None,
 ) -> SweepPage:
     """Sweeps, newest first; follow ``next_cursor`` for older ones."""
-    page = sweeps.list_sweeps(
-        session, status=status, limit=limit + 1, before_id=int(cursor) if cursor else None
-    )
+    page = sweeps.list_sweeps(session, status=status, limit=limit + 1, before_id=cursor)
     more = len(page) > limit
     page = page[:limit]
     return SweepPage(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 
 from api.deps import SessionDep, authorize_admin
+from api.params import StoredInt
 from api.schemas import ErrorOut, TokenCreate, TokenCreated, TokenOut
 from sweep.service import tokens
 
@@ -29,8 +30,6 @@ def list_tokens(session: SessionDep) -> list[TokenOut]:
 
 
 @router.delete("/{token_id}", response_model=TokenOut, responses={404: {"model": ErrorOut}})
-def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep
-) -> TokenOut:
+def revoke_token(token_id: Annotated[StoredInt, Path(ge=1)], session: SessionDep) -> TokenOut:
     """Revoke a token for good: requests with it get 401 from now on."""
     return TokenOut.from_info(tokens.revoke_token(session, token_id))

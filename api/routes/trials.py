@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import EngineDep, SessionDep, authorize
+from api.params import StoredInt
 from api.routes.sweeps import ERRORS, SweepName
 from api.schemas import TrialDetail, TrialOut, TrialPage
 from sweep.service import sweeps
@@ -26,11 +27,11 @@ def list_trials(
     engine: EngineDep,
     state: TrialState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$")] = None,
+    cursor: Annotated[StoredInt | None, Query()] = None,
 ) -> TrialPage:
     """Trials in number order; follow ``next_cursor`` for the next page."""
     sweep = sweeps.get_sweep(session, name)
-    after = int(cursor) if cursor else -1
+    after = -1 if cursor is None else cursor
     page = results.trial_page(engine, sweep, after_number=after, limit=limit + 1, state=state)
     more = len(page) > limit
     page = page[:limit]
@@ -43,7 +44,7 @@ def list_trials(
 @router.get("/{number}", response_model=TrialDetail, responses=ERRORS)
 def get_trial(
     name: SweepName,
-    number: Annotated[int, Path(ge=0, le=10**9)],
+    number: Annotated[StoredInt, Path()],
     session: SessionDep,
     engine: EngineDep,
 ) -> TrialDetail:

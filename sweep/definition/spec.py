@@ -17,6 +17,7 @@ from sweep.training.tasks import (
     UnknownTaskError,
     get_task,
     has_test_split,
+    is_task,
     task_names,
 )
 
@@ -102,7 +103,7 @@ class SweepSpec(BaseModel):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        if task not in task_names():
+        if not is_task(task):
             raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(task_names())}")
         return task
 

@@ -114,18 +114,27 @@ def _registered() -> dict[str, str]:
     return tasks
 
 
+def _registered_with(name: str) -> dict[str, str]:
+    # A name not found may be a plug-in installed since the last scan: scan again first.
+    if name not in _registered():
+        _registered.cache_clear()
+    return _registered()
+
+
 def task_names() -> list[str]:
     """Names of every task a sweep may use, sorted."""
-    _registered.cache_clear()
     return sorted(_registered())
+
+
+def is_task(name: str) -> bool:
+    """Whether a task is registered under ``name``, counting plug-ins installed since."""
+    return name in _registered_with(name)
 
 
 def get_task(name: str) -> Task:
     """The task registered under ``name``."""
-    if name not in _registered():
-        _registered.cache_clear()
     try:
-        import_path = _registered()[name]
+        import_path = _registered_with(name)[name]
     except KeyError:
         raise UnknownTaskError(
             f"unknown task {name!r}; choose one of: {', '.join(task_names())}"

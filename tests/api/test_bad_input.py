@@ -142,6 +142,65 @@ def test_bad_paths_and_queries(api: TestClient, path: str, status: int, text: st
     assert text in response.text
 
 
+# (method, path with {n} for the number, where the 422 says the number was)
+INTEGER_PARAMETERS = [
+    ("GET", "/v1/sweeps?cursor={n}", ["query", "cursor"]),
+    ("GET", "/v1/sweeps?limit={n}", ["query", "limit"]),
+    ("GET", "/v1/sweeps/known/top?k={n}", ["query", "k"]),
+    ("GET", "/v1/sweeps/known/trials?cursor={n}", ["query", "cursor"]),
+    ("GET", "/v1/sweeps/known/trials?limit={n}", ["query", "limit"]),
+    ("GET", "/v1/sweeps/known/trials/{n}", ["path", "number"]),
+    ("DELETE", "/v1/tokens/{n}", ["path", "token_id"]),
+]
+INTEGER_MAX = 2**31 - 1  # PostgreSQL's INTEGER, which ids and trial numbers are stored as
+
+
+def test_integers_beyond_the_databases_range_are_422_naming_the_parameter(
+    client: TestClient,
+) -> None:
+    known = {"name": "known", "task": "synthetic", "epochs": 4}
+    assert client.post("/v1/sweeps", json=known).status_code == 201
+    for method, path, where in INTEGER_PARAMETERS:
+        for n in (INTEGER_MAX + 1, 2148131055245):  # the second, a cursor a client sent
+            response = client.request(method, path.format(n=n))
+            assert response.status_code == 422, (path.format(n=n), response.text)
+            assert [error["loc"] for error in response.json()["detail"]] == [where]
+
+
+def test_the_largest_database_integer_is_still_a_valid_cursor_and_number(
+    client: TestClient,
+) -> None:
+    known = {"name": "known", "task": "synthetic", "epochs": 4}
+    assert client.post("/v1/sweeps", json=known).status_code == 201
+    older = client.get(f"/v1/sweeps?cursor={INTEGER_MAX}")
+    assert [s["name"] for s in older.json()["items"]] == ["known"]
+    assert client.get(f"/v1/sweeps/known/trials?cursor={INTEGER_MAX}").json()["items"] == []
+    trial = client.get(f"/v1/sweeps/known/trials/{INTEGER_MAX}")
+    assert trial.status_code == 404
+    assert f"has no trial {INTEGER_MAX}" in trial.json()["detail"]
+    assert client.delete(f"/v1/tokens/{INTEGER_MAX}").status_code == 404
+
+
+def test_a_body_over_the_limit_gets_the_same_json_413_with_or_without_content_length(
+    api: TestClient,
+) -> None:
+    big = b'{"name": "big", "description": "' + b"x" * (70 * 1024) + b'"}'
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the server must count
+        yield big
+
+    declared = api.post("/v1/sweeps", content=big, headers={"content-type": JSON})
+    chunked = api.post("/v1/sweeps", content=chunks(), headers={"content-type": JSON})
+    assert declared.request.headers["content-length"] == str(len(big))
+    assert "content-length" not in chunked.request.headers
+    for response in (declared, chunked):
+        assert response.status_code == 413, response.text
+        assert response.headers["content-type"] == JSON
+        assert "over the limit of 65536 bytes" in response.json()["detail"]
+    assert declared.json() == chunked.json()
+    assert api.get("/v1/sweeps/big").status_code == 404
+
+
 def test_duplicate_is_409_and_control_of_unknown_is_404(client: TestClient) -> None:
     good = {"name": "dup", "task": "synthetic", "n_trials": 1}
     assert client.post("/v1/sweeps", json=good).status_code == 201

@@ -7,11 +7,9 @@ depends on the seed, so re-evaluations really change the ranking's numbers.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 
 import optuna
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,16 +23,9 @@ from sweep.scheduler.settling import settle_sweep
 from sweep.service import sweeps
 from sweep.training.tasks import RunConfig, get_task
 from sweep.worker.loop import Worker
-from tests.api.test_sweeps_api import create, run_worker
+from tests.helpers import create, run_worker
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # the digits trials here train in this process; one thread is fastest on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # digits trials train in this process
 
 
 def trials_of(settings: Settings, study: str) -> list[optuna.trial.FrozenTrial]:

@@ -20,6 +20,7 @@ from sweep.service import sweeps
 from sweep.store.engine import make_engine, make_session_factory, transaction
 from sweep.store.optuna_storage import storage_for
 from sweep.worker.loop import Worker
+from tests.helpers import create
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -42,11 +43,6 @@ def scrape(client: TestClient) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def create(client: TestClient, name: str, **fields: object) -> None:
-    body = {"name": name, "task": "synthetic", "epochs": 4, **fields}
-    assert client.post("/v1/sweeps", json=body).status_code == 201
 
 
 def test_trial_counts_after_a_real_sweep_match_the_study(

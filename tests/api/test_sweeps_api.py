@@ -9,20 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sweep.config import Settings
-from sweep.worker.loop import Worker
-
-SYNTHETIC = {"task": "synthetic", "epochs": 4}
-
-
-def run_worker(settings: Settings) -> None:
-    assert Worker(settings, device="cpu", exit_when_idle=True).run() == 0
-
-
-def create(client: TestClient, name: str, **fields: object) -> dict[str, object]:
-    response = client.post("/v1/sweeps", json={"name": name, **SYNTHETIC, **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
+from tests.helpers import SYNTHETIC, create, run_worker
 
 
 def test_health_and_readiness(client: TestClient) -> None:

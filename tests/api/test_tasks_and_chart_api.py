@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,16 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from sweep.config import Settings
-from tests.api.test_sweeps_api import create, run_worker
 from tests.conftest import fast_settings, issue_token
-from tests.sweep.training.test_data import BAD_FILES, _good_arrays, _save
+from tests.helpers import (
+    BAD_NPZ_FILES,
+    create,
+    good_arrays,
+    png_size,
+    run_worker,
+    save_bad_npz,
+    save_npz,
+)
 
 
 @pytest.fixture
@@ -34,21 +40,15 @@ def test_tasks_are_listed_with_their_options(sqlite_client: TestClient) -> None:
     assert "digits" in tasks["digits-mlp"]["description"]
 
 
-@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
+@pytest.mark.parametrize("case", BAD_NPZ_FILES, ids=list(BAD_NPZ_FILES))
 def test_each_bad_npz_file_gets_a_422_naming_the_problem(
     sqlite_client: TestClient, tmp_path: Path, case: str
 ) -> None:
-    changes, message = BAD_FILES[case]
-    arrays = _good_arrays()
-    for key, value in changes.items():
-        if value is None:
-            del arrays[key]
-        else:
-            arrays[key] = np.asarray(value)
+    _changes, message = BAD_NPZ_FILES[case]
     body = {
         "name": "mine",
         "task": "npz-mlp",
-        "task_options": {"path": str(_save(tmp_path, arrays))},
+        "task_options": {"path": str(save_bad_npz(tmp_path, case))},
     }
     response = sqlite_client.post("/v1/sweeps", json=body)
     assert response.status_code == 422
@@ -64,22 +64,15 @@ def test_a_missing_npz_file_and_a_test_split_without_test_data_get_422(
     response = sqlite_client.post("/v1/sweeps", json=missing)
     assert response.status_code == 422 and "npz file not found" in response.text
 
-    path = str(_save(tmp_path, _good_arrays()))
+    path = str(save_npz(tmp_path, good_arrays()))
     body = {"name": "t", "task": "npz-mlp", "task_options": {"path": path}, "test_split": True}
     response = sqlite_client.post("/v1/sweeps", json=body)
     assert response.status_code == 422 and "X_test and y_test" in response.text
 
-    arrays = {**_good_arrays(), "X_test": np.zeros((3, 5)), "y_test": np.zeros(3, dtype=int)}
-    body["task_options"] = {"path": str(_save(tmp_path, arrays))}
+    arrays = {**good_arrays(), "X_test": np.zeros((3, 5)), "y_test": np.zeros(3, dtype=int)}
+    body["task_options"] = {"path": str(save_npz(tmp_path, arrays))}
     created = sqlite_client.post("/v1/sweeps", json=body)
     assert created.status_code == 201, created.text
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """Width and height from a PNG's header (its first chunk is IHDR)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", data[16:24])
-    return int(width), int(height)
 
 
 def test_chart_is_a_png_of_the_expected_size(client: TestClient, settings: Settings) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.api.test_tasks_and_chart_api import png_size
 from tests.e2e.conftest import Processes, wait_for
+from tests.helpers import png_size
 
 SPEC = {
     "task": "digits-mlp",

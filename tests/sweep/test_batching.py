@@ -11,31 +11,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
 from sweep.service import sweeps
-from sweep.store.engine import transaction
-from sweep.store.optuna_storage import storage_for
 from sweep.worker.loop import Worker
+from tests.helpers import make_sweep
 
 # Without dropout the stacked model trains exactly like separate runs (to fp32 rounding).
 NO_DROPOUT = {
     "dropout": {"choices": [0.0]},
     "weight_decay": {"low": 1e-5, "high": 1e-2, "log": True},
 }
-
-
-def make_sweep(
-    settings: Settings, factory: sessionmaker[Session], name: str, **fields: object
-) -> None:
-    spec = sweeps.SweepSpec.model_validate(
-        {
-            "name": name,
-            "task": "digits-mlp",
-            "epochs": 5,
-            "task_options": {"train_size": 100},
-            **fields,
-        }
-    )
-    with transaction(factory) as session:
-        sweeps.create_sweep(session, storage_for(settings), spec)
+SMALL_DIGITS = {"task": "digits-mlp", "task_options": {"train_size": 100}}
 
 
 def trials(settings: Settings, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -47,7 +31,15 @@ def test_batched_trials_match_one_at_a_time(
 ) -> None:
     for name in ("stacked", "alone"):
         make_sweep(
-            settings, factory, name, n_trials=5, sampler="random", pruner="none", space=NO_DROPOUT
+            settings,
+            factory,
+            name,
+            **SMALL_DIGITS,
+            epochs=5,
+            n_trials=5,
+            sampler="random",
+            pruner="none",
+            space=NO_DROPOUT,
         )
     Worker(settings, device="cpu", exit_when_idle=True, batch=3).run()
     stacked = trials(settings, "stacked")
@@ -73,6 +65,7 @@ def test_a_batch_keeps_the_budget_and_refills_freed_slots(
         settings,
         factory,
         "refill",
+        **SMALL_DIGITS,
         n_trials=7,
         epochs=6,
         patience=2,
@@ -94,6 +87,6 @@ def test_a_batch_keeps_the_budget_and_refills_freed_slots(
 def test_a_task_without_a_batched_form_runs_one_trial_at_a_time(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    make_sweep(settings, factory, "plain", task="synthetic", task_options={}, n_trials=3)
+    make_sweep(settings, factory, "plain", task="synthetic", epochs=5, n_trials=3)
     assert Worker(settings, device="cpu", exit_when_idle=True, batch=4).run() == 0
     assert [t.state for t in trials(settings, "plain")] == [TrialState.COMPLETE] * 3

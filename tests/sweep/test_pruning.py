@@ -8,11 +8,8 @@ best of the start-up trials (DESIGN.md, "Pruning can hide the answer").
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import optuna
 import pytest
-import torch
 from optuna.pruners import BasePruner
 from optuna.trial import TrialState
 
@@ -22,13 +19,7 @@ from sweep.training.tasks import RunConfig, TrialParams, get_task
 
 STARTUP_TRIALS = 5  # the median and percentile pruners' n_startup_trials
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def val_curve(dropout: float, weight_decay: float, seed: int) -> list[float]:

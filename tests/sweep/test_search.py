@@ -20,7 +20,7 @@ from sweep.store.engine import make_engine
 from sweep.store.migrations import downgrade, upgrade
 from sweep.store.optuna_storage import storage_for
 from sweep.worker.loop import Worker
-from tests.sweep.test_trials import make_sweep
+from tests.helpers import make_sweep
 
 CHOICES = {"dropout": {"choices": [0.2, 0.3]}, "weight_decay": {"choices": [1e-4, 1e-3, 1e-2]}}
 # Few random start-up trials, so that the model-based samplers propose from their model too.

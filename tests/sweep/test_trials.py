@@ -12,19 +12,9 @@ from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import settle_sweep
 from sweep.service import sweeps
 from sweep.store.engine import transaction
-from sweep.store.optuna_storage import storage_for
 from sweep.training.tasks import EpochResult
 from sweep.worker.loop import Worker
-
-
-def make_sweep(
-    settings: Settings, factory: sessionmaker[Session], name: str, **fields: object
-) -> int:
-    spec = sweeps.SweepSpec.model_validate(
-        {"name": name, "task": "synthetic", "epochs": 3, **fields}
-    )
-    with transaction(factory) as session:
-        return sweeps.create_sweep(session, storage_for(settings), spec).id
+from tests.helpers import make_sweep
 
 
 def states(settings: Settings, name: str) -> list[TrialState]:

@@ -1,17 +1,10 @@
-"""Training tests run torch on one thread: as fast as two here, and not slowed by a busy machine."""
+"""Every training test runs torch on one thread (see ``one_torch_thread``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # on a busy 2-core machine: 247 s with torch's default 2 threads, 27 s with one (measured)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _training_on_one_thread(one_torch_thread: None) -> None:
+    """Every module here trains in process."""
