@@ -50,3 +50,11 @@ def test_a_burst_beyond_the_pool_gets_200_or_503_with_retry_after(
     assert elapsed < 30
     assert "Traceback" not in procs.log("api")
 
+
+def test_api_workers_serve_from_separate_processes(processes, sqlite_url: str) -> None:  # type: ignore[no-untyped-def]
+    procs: Processes = processes(sqlite_url)
+    api = procs.api("--workers", "2")
+    created = api.post("/v1/sweeps", json={"name": "load", "task": "synthetic", "n_trials": 2})
+    assert created.status_code == 201, created.text
+    assert all(api.get("/v1/sweeps/load").status_code == 200 for _ in range(20))
+    assert "2 process(es)" in procs.log("api")
