@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import sweep
 from api.bodylimit import BodyLimit
+from api.capacity import RequestSlots
 from api.errors import install_error_handlers
 from api.ratelimit import RequestLimiter
 from api.routes import health, metrics, sweeps, tasks, tokens, trials
@@ -20,7 +21,7 @@ from sweep.metrics import background_error
 from sweep.scheduler.claims import active_sweeps
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.service.gauges import api_registry
-from sweep.store.engine import make_engine, make_session_factory
+from sweep.store.engine import PoolLimits, make_engine, make_session_factory
 
 log = logging.getLogger("sweep.api")
 
@@ -76,11 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(settings.database_url, PoolLimits.of(settings))
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.limiter = RequestLimiter(settings.rate_limit)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestSlots, slots=settings.max_requests, wait_s=settings.queue_timeout)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from optuna.storages import RDBStorage
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from api.ratelimit import RequestLimiter
@@ -100,3 +100,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StorageDep = Annotated[RDBStorage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_connection(session: SessionDep) -> Connection:
+    """The connection of the request's session: every read of a request goes through it, so a
+    request holds one pooled connection at most and cannot wait on the pool for a second."""
+    return session.connection()
+
+
+ConnectionDep = Annotated[Connection, Depends(get_connection)]

@@ -42,6 +42,21 @@ class Settings(BaseSettings):
         "120/minute",
         description="mutating requests allowed per token, e.g. 120/minute; 'off' for no limit",
     )
+    db_pool_size: int = Field(
+        5, ge=1, description="connections each API or worker process keeps open to PostgreSQL"
+    )
+    db_max_overflow: int = Field(
+        5, ge=0, description="connections a process may open beyond db_pool_size when busy"
+    )
+    db_pool_timeout: float = Field(
+        1.0, gt=0, description="seconds a query waits for a free connection before a 503"
+    )
+    queue_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="seconds a request waits for one of the API's db_pool_size + db_max_overflow "
+        "request slots before it is answered 503 with Retry-After",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
 
     @field_validator("cors_origins", mode="before")
@@ -74,6 +89,11 @@ class Settings(BaseSettings):
                 f"SWEEP_HEARTBEAT_INTERVAL + 2 ({self.heartbeat_interval + 2})"
             )
         return self
+
+    @property
+    def max_requests(self) -> int:
+        """Requests the API serves at once: one pooled connection each, never more."""
+        return self.db_pool_size + self.db_max_overflow
 
     @property
     def safe_database_url(self) -> str:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from api.deps import EngineDep, SessionDep, StorageDep, authorize
+from api.deps import ConnectionDep, SessionDep, StorageDep, authorize
 from api.params import StoredInt
 from api.schemas import (
     BestOut,
@@ -59,9 +59,7 @@ CREATED_LINKS = {
     response_model=SweepOut,
     responses={201: {"links": CREATED_LINKS}, 409: {"model": ErrorOut}},
 )
-def create_sweep(
-    body: SweepCreate, session: SessionDep, engine: EngineDep, storage: StorageDep
-) -> SweepOut:
+def create_sweep(body: SweepCreate, session: SessionDep, storage: StorageDep) -> SweepOut:
     """Queue a new sweep; workers start on it at once."""
     sweep = sweeps.create_sweep(session, storage, body)
     return SweepOut.from_progress(sweeps.SweepProgress(sweep, {}, 0))
@@ -70,7 +68,7 @@ def create_sweep(
 @router.get("", response_model=SweepPage)
 def list_sweeps(
     session: SessionDep,
-    engine: EngineDep,
+    conn: ConnectionDep,
     status: StatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[StoredInt | None, Query()] = None,
@@ -80,26 +78,26 @@ def list_sweeps(
     more = len(page) > limit
     page = page[:limit]
     return SweepPage(
-        items=[SweepOut.from_progress(sweeps.sweep_progress(engine, s)) for s in page],
+        items=[SweepOut.from_progress(sweeps.sweep_progress(conn, s)) for s in page],
         next_cursor=str(page[-1].id) if more else None,
     )
 
 
 @router.get("/{name}", response_model=SweepOut, responses=ERRORS)
-def get_sweep(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def get_sweep(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """One sweep: status, budget and trial counts."""
-    return SweepOut.from_progress(sweeps.sweep_progress(engine, sweeps.get_sweep(session, name)))
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweeps.get_sweep(session, name)))
 
 
 @router.get("/{name}/best", response_model=BestOut, responses=ERRORS)
-def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
+def best(name: SweepName, session: SessionDep, conn: ConnectionDep) -> BestOut:
     """The best configuration so far (404 until a trial completes), with the baseline beside it.
 
     Ranked by the mean over seeds once re-evaluation has finished (``seeds`` > 1).
     """
     sweep = sweeps.get_sweep(session, name)
-    chosen = results.best_configuration(engine, sweep)
-    runs = results.evaluation_runs(engine, sweep)
+    chosen = results.best_configuration(conn, sweep)
+    runs = results.evaluation_runs(conn, sweep)
     test_run = results.finished_run(runs, Kind.TEST)
     test = None
     if test_run is not None and "test_loss" in test_run.metrics:
@@ -111,7 +109,7 @@ def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
         )
     return BestOut(
         **ConfigurationOut.from_configuration(chosen).model_dump(),
-        evaluation=results.evaluation_stage(engine, sweep),
+        evaluation=results.evaluation_stage(conn, sweep),
         baseline=EvaluationOut.from_run(results.finished_run(runs, Kind.BASELINE)),
         test=test,
     )
@@ -121,13 +119,13 @@ def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
 def top(
     name: SweepName,
     session: SessionDep,
-    engine: EngineDep,
+    conn: ConnectionDep,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> list[ConfigurationOut]:
     """The ``k`` best configurations so far, best first (by mean over seeds once re-evaluated)."""
     sweep = sweeps.get_sweep(session, name)
     return [
-        ConfigurationOut.from_configuration(c) for c in results.top_configurations(engine, sweep, k)
+        ConfigurationOut.from_configuration(c) for c in results.top_configurations(conn, sweep, k)
     ]
 
 
@@ -136,38 +134,38 @@ def top(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **ERRORS},
 )
-def chart(name: SweepName, session: SessionDep, engine: EngineDep) -> Response:
+def chart(name: SweepName, session: SessionDep, conn: ConnectionDep) -> Response:
     """Training and validation loss per epoch: the best configuration vs p=0, λ=0 (PNG)."""
     sweep = sweeps.get_sweep(session, name)
-    return Response(charts.sweep_chart(engine, sweep), media_type="image/png")
+    return Response(charts.sweep_chart(conn, sweep), media_type="image/png")
 
 
 @router.get("/{name}/importance", response_model=ImportanceOut, responses=ERRORS)
-def param_importance(name: SweepName, session: SessionDep, engine: EngineDep) -> ImportanceOut:
+def param_importance(name: SweepName, session: SessionDep, conn: ConnectionDep) -> ImportanceOut:
     """How much dropout and weight decay each matter (409 until 5 trials completed)."""
     sweep = sweeps.get_sweep(session, name)
-    found = importance.param_importances(engine, sweep)
+    found = importance.param_importances(conn, sweep)
     return ImportanceOut(importances=found.importances, trials=found.trials)
 
 
-def _control(action: str, name: str, session: SessionDep, engine: EngineDep) -> SweepOut:
+def _control(action: str, name: str, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     sweep = sweeps.control_sweep(session, name, action)
-    return SweepOut.from_progress(sweeps.sweep_progress(engine, sweep))
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))
 
 
 @router.post("/{name}/pause", response_model=SweepOut, responses=ERRORS)
-def pause(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def pause(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Stop handing out trials; running trials finish."""
-    return _control("pause", name, session, engine)
+    return _control("pause", name, session, conn)
 
 
 @router.post("/{name}/resume", response_model=SweepOut, responses=ERRORS)
-def resume(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def resume(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Hand out trials again."""
-    return _control("resume", name, session, engine)
+    return _control("resume", name, session, conn)
 
 
 @router.post("/{name}/cancel", response_model=SweepOut, responses=ERRORS)
-def cancel(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def cancel(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Stop the sweep for good; running trials stop at their next epoch."""
-    return _control("cancel", name, session, engine)
+    return _control("cancel", name, session, conn)

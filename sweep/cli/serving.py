@@ -22,6 +22,14 @@ from sweep.logs import LogLevel, configure_logging
 def api(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes (uvicorn workers), each with its own pool of "
+            "SWEEP_DB_POOL_SIZE + SWEEP_DB_MAX_OVERFLOW connections",
+        ),
+    ] = 1,
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs, Prometheus metrics at /metrics)."""
@@ -36,7 +44,12 @@ def api(
             "`sweep token create`, or bind to 127.0.0.1."
         )
     logging.getLogger("sweep.api").info(
-        "sweep API on http://%s:%d (store: %s)", host, port, settings.safe_database_url
+        "sweep API on http://%s:%d, %d process(es) serving %d requests at once each (store: %s)",
+        host,
+        port,
+        workers,
+        settings.max_requests,
+        settings.safe_database_url,
     )
     if settings.auth:
         console.print("auth on: send `Authorization: Bearer <token>` (`sweep token create`)")
@@ -49,6 +62,7 @@ def api(
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_level="warning",
         log_config=None,
     )

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import metrics
@@ -96,14 +96,13 @@ def claim_trial(
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
             return None
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
-        study_id = queries.study_id(engine, sweep.name)
+        conn = session.connection()
+        study_id = queries.study_id(conn, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
         storage = storage_for(settings, sweep.max_attempts)
         distributions = Space.model_validate(sweep.space).distributions()
         while True:
-            waiting, started, total = queries.budget_counts(engine, study_id)
+            waiting, started, total = queries.budget_counts(conn, study_id)
             if waiting == 0 and started >= sweep.n_trials:
                 return None
             # A different sampler seed per claim keeps parallel workers apart, and one
@@ -111,7 +110,7 @@ def claim_trial(
             study = load_study(storage, sweep, trials_so_far=total)
             trial = study.ask(distributions)
             # A proposal that repeats a completed trial takes its result and uses up budget.
-            if not reuse_if_duplicate(engine, storage, study, study_id, trial):
+            if not reuse_if_duplicate(conn, storage, study, study_id, trial):
                 break
         # A heartbeat now, so a worker killed before its first beat still goes stale.
         storage.record_heartbeat(trial_id(trial))

@@ -27,8 +27,9 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("sweep_database_up", "1 if the last scrape could read the database.")
         try:
-            counts = queries.state_counts_by_study(self._engine)
-            alive = queries.fresh_heartbeats(self._engine, self._grace_period)
+            with self._engine.connect() as conn:
+                counts = queries.state_counts_by_study(conn)
+                alive = queries.fresh_heartbeats(conn, self._grace_period)
         except SQLAlchemyError as exc:  # an outage shows as database_up 0, not a failed scrape
             log.warning("metrics: cannot read the database: %s", str(exc).splitlines()[0])
             up.add_metric([], 0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import RDBStorage
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
 from sweep.definition.evaluation import evaluation_study_name
@@ -129,15 +129,15 @@ def control_sweep(session: Session, name: str, action: str) -> Sweep:
     return sweep
 
 
-def sweep_progress(engine: Engine, sweep: Sweep) -> SweepProgress:
+def sweep_progress(conn: Connection, sweep: Sweep) -> SweepProgress:
     """Trial counts per state and configurations started, read from the study."""
-    study = queries.study_id(engine, sweep.name)
+    study = queries.study_id(conn, sweep.name)
     if study is None:
         return SweepProgress(sweep, {}, 0)
-    evaluation = queries.study_id(engine, evaluation_study_name(sweep.name))
+    evaluation = queries.study_id(conn, evaluation_study_name(sweep.name))
     return SweepProgress(
         sweep,
-        queries.state_counts(engine, study),
-        queries.configurations_started(engine, study),
-        queries.state_counts(engine, evaluation) if evaluation is not None else {},
+        queries.state_counts(conn, study),
+        queries.configurations_started(conn, study),
+        queries.state_counts(conn, evaluation) if evaluation is not None else {},
     )

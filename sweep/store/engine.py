@@ -6,12 +6,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from sweep.config import Settings
 
 SQLITE_BUSY_TIMEOUT_S = 30
 T = TypeVar("T")
@@ -23,17 +26,36 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def engine_options(url: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many connections an engine holds, and how long a query waits for one."""
+
+    size: int = 5
+    overflow: int = 5
+    timeout_s: float = 30.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> PoolLimits:
+        """The limits the settings ask for (``SWEEP_DB_POOL_SIZE``, …)."""
+        return cls(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout)
+
+
+def engine_options(url: str, pool: PoolLimits = PoolLimits()) -> dict[str, Any]:
     """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect."""
     if is_sqlite(url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     # A database restart then costs a reconnect, not a crashed worker.
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": pool.size,
+        "max_overflow": pool.overflow,
+        "pool_timeout": pool.timeout_s,
+    }
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool: PoolLimits = PoolLimits()) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
-    engine = create_engine(url, **engine_options(url))
+    engine = create_engine(url, **engine_options(url, pool))
     tune_sqlite(engine)
     return engine
 

@@ -47,11 +47,11 @@ class Processes:
         assert created.returncode == 0, created.stderr
         return created.stdout.strip()
 
-    def api(self) -> httpx.Client:
+    def api(self, *options: str) -> httpx.Client:
         """`sweep api` on a free port, and a client that sends a user token (also SWEEP_TOKEN)."""
         token = self.env["SWEEP_TOKEN"] = self.token()
         port = free_port()
-        self.start("api", "--port", str(port), name="api")
+        self.start("api", "--port", str(port), *options, name="api")
         client = httpx.Client(
             base_url=f"http://127.0.0.1:{port}",
             timeout=30,
