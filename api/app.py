@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(
+        settings.database_url, transaction_pooler=settings.transaction_pooler
+    )
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.limiter = RequestLimiter(settings.rate_limit)
     install_error_handlers(app)

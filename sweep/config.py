@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         gt=0,
         description="longest wait of an idle worker: the wait doubles (with jitter) up to this",
     )
+    transaction_pooler: bool = Field(
+        False,
+        description="the database URL is a transaction pooler (PgBouncer pool_mode=transaction): "
+        "no client-side pool, no prepared statements",
+    )
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
     metrics: bool = Field(True, description="serve Prometheus metrics at the API's /metrics")
     token: SecretStr | None = Field(None, description="the bearer token the CLI sends to the API")

@@ -143,7 +143,7 @@ def dashboard(
 
     configure_logging()
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, transaction_pooler=settings.transaction_pooler)
     try:
         check_ready(engine)
     except SchemaNotReady as exc:
@@ -171,7 +171,7 @@ def up(
     from sweep.store.migrations import upgrade
 
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, transaction_pooler=settings.transaction_pooler)
     upgrade(engine)
     console.print(f"store: {settings.safe_database_url} (migrated)")
     factory = make_session_factory(engine)

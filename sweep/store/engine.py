@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_S = 30
 T = TypeVar("T")
@@ -23,19 +24,31 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def engine_options(url: str) -> dict[str, Any]:
-    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect."""
+def engine_options(url: str, *, transaction_pooler: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect.
+
+    Behind a transaction pooler (PgBouncer) the pooler is the pool, and consecutive
+    transactions may reach different server connections, where psycopg's prepared
+    statements do not exist: so NullPool, and ``prepare_threshold=None``.
+    """
     if is_sqlite(url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if transaction_pooler:
+        return {"poolclass": NullPool, "connect_args": {"prepare_threshold": None}}
     # A database restart then costs a reconnect, not a crashed worker.
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, transaction_pooler: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
-    engine = create_engine(url, **engine_options(url))
+    engine = create_engine(url, **engine_options(url, transaction_pooler=transaction_pooler))
     tune_sqlite(engine)
     return engine
+
+
+def behind_transaction_pooler(engine: Engine) -> bool:
+    """Whether ``engine`` was made for a transaction pooler (see ``engine_options``)."""
+    return engine.dialect.name != "sqlite" and isinstance(engine.pool, NullPool)
 
 
 def tune_sqlite(engine: Engine) -> None:

@@ -83,7 +83,9 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
         self.stopping = threading.Event()
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(
+            settings.database_url, transaction_pooler=settings.transaction_pooler
+        )
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
         self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
