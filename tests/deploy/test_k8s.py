@@ -9,6 +9,7 @@ are checked as what a cluster operator relies on.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,19 @@ def test_the_api_is_probed_limited_and_unprivileged(overlay: str) -> None:
         assert {v["mountPath"] for v in one["volumeMounts"]} >= {"/tmp"}, name
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_sweep_process_goes_through_pgbouncer_in_transaction_mode(overlay: str) -> None:
+    bouncer = container(overlay, "pgbouncer")
+    env = {e["name"]: e.get("value") for e in bouncer["env"]}
+    assert env["POOL_MODE"] == "transaction"
+    find(overlay, "Service", "pgbouncer")
+    job = find(overlay, "Job", "sweep-migrate")["spec"]["template"]["spec"]["containers"]
+    sweeps = [container(overlay, n) for n in ("sweep-api", "sweep-worker", "sweep-dashboard")]
+    for one in [*sweeps, *job]:
+        settings = {e["name"]: e.get("value") for e in one["env"]}
+        assert settings["SWEEP_TRANSACTION_POOLER"] == "true", one["name"]
+
+
 def test_the_migrate_job_upgrades_the_schema() -> None:
     job = find("gpu-cluster", "Job", "sweep-migrate")
     [migrate] = job["spec"]["template"]["spec"]["containers"]
@@ -145,7 +159,9 @@ def test_the_migrate_job_upgrades_the_schema() -> None:
 def test_the_single_node_overlay_runs_postgres_that_the_secret_points_at() -> None:
     find("single-node", "StatefulSet", "postgres")
     secret = find("single-node", "Secret", "sweep-database")
-    assert {"SWEEP_DATABASE_URL", "KEDA_CONNECTION"} <= set(secret["data"])
+    assert {"SWEEP_DATABASE_URL", "KEDA_CONNECTION", "POSTGRES_HOST"} <= set(secret["data"])
+    url = base64.b64decode(secret["data"]["SWEEP_DATABASE_URL"]).decode()
+    assert "@pgbouncer:5432/" in url
     assert not any(o["kind"] == "Secret" for o in render("gpu-cluster"))  # the operator's own
 
 
