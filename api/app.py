@@ -21,7 +21,7 @@ from sweep.metrics import background_error
 from sweep.scheduler.claims import active_sweeps
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.service.gauges import api_registry
-from sweep.store.engine import PoolLimits, make_engine, make_session_factory
+from sweep.store.engine import Pooling, make_engine, make_session_factory
 
 log = logging.getLogger("sweep.api")
 
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url, PoolLimits.of(settings))
+    app.state.engine = make_engine(settings.database_url, Pooling.of(settings))
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.limiter = RequestLimiter(settings.rate_limit)
     install_error_handlers(app)

@@ -28,7 +28,17 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds between the API's sweeps for stale trials"
     )
     poll_interval: float = Field(
-        1.0, gt=0, description="seconds an idle worker waits before asking for work again"
+        1.0, gt=0, description="seconds an idle worker first waits before asking for work again"
+    )
+    max_poll_interval: float = Field(
+        30.0,
+        gt=0,
+        description="longest wait of an idle worker: the wait doubles (with jitter) up to this",
+    )
+    transaction_pooler: bool = Field(
+        False,
+        description="the database URL is a transaction pooler (PgBouncer pool_mode=transaction): "
+        "no client-side pool, no prepared statements",
     )
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
     metrics: bool = Field(True, description="serve Prometheus metrics at the API's /metrics")

@@ -151,13 +151,13 @@ def dashboard(
     from sqlalchemy.exc import OperationalError
 
     from sweep.errors import SchemaNotReady
-    from sweep.store.engine import make_engine
+    from sweep.store.engine import Pooling, make_engine
     from sweep.store.migrations import check_ready
     from sweep.store.optuna_storage import storage_for
 
     configure_logging()
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, Pooling.of(settings))
     try:
         check_ready(engine)
     except SchemaNotReady as exc:
@@ -181,11 +181,11 @@ def up(
 ) -> None:
     """Migrate, start the API and a worker, run a default sweep, then keep serving until Ctrl-C."""
     from sweep.service import tokens
-    from sweep.store.engine import make_engine, make_session_factory, transaction
+    from sweep.store.engine import Pooling, make_engine, make_session_factory, transaction
     from sweep.store.migrations import upgrade
 
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, Pooling.of(settings))
     upgrade(engine)
     console.print(f"store: {settings.safe_database_url} (migrated)")
     factory = make_session_factory(engine)

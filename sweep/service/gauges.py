@@ -30,6 +30,7 @@ class StoreCollector(Collector):
             with self._engine.connect() as conn:
                 counts = queries.state_counts_by_study(conn)
                 alive = queries.fresh_heartbeats(conn, self._grace_period)
+                available, _running = queries.work_available(conn)
         except SQLAlchemyError as exc:  # an outage shows as database_up 0, not a failed scrape
             log.warning("metrics: cannot read the database: %s", str(exc).splitlines()[0])
             up.add_metric([], 0)
@@ -37,6 +38,12 @@ class StoreCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
+        yield GaugeMetricFamily(
+            "sweep_work_available",
+            "Trials workers could start now: waiting trials and budget left of active sweeps "
+            "(the view sweep_work_available, which KEDA scales workers on).",
+            value=available,
+        )
         trials = GaugeMetricFamily(
             "sweep_trials", "Trials of each sweep by Optuna state.", labels=["sweep", "state"]
         )

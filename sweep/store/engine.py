@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from sweep.config import Settings
 
@@ -27,23 +28,37 @@ def is_sqlite(url: str) -> bool:
 
 
 @dataclass(frozen=True)
-class PoolLimits:
-    """How many connections an engine holds, and how long a query waits for one."""
+class Pooling:
+    """How an engine holds connections: how many, how long a query waits for one, and
+    whether a transaction pooler (PgBouncer) in front of PostgreSQL is the pool instead."""
 
     size: int = 5
     overflow: int = 5
     timeout_s: float = 30.0
+    transaction_pooler: bool = False
 
     @classmethod
-    def of(cls, settings: Settings) -> PoolLimits:
-        """The limits the settings ask for (``SWEEP_DB_POOL_SIZE``, …)."""
-        return cls(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout)
+    def of(cls, settings: Settings) -> Pooling:
+        """What the settings ask for (``SWEEP_DB_POOL_SIZE``, ``SWEEP_TRANSACTION_POOLER``, …)."""
+        return cls(
+            settings.db_pool_size,
+            settings.db_max_overflow,
+            settings.db_pool_timeout,
+            settings.transaction_pooler,
+        )
 
 
-def engine_options(url: str, pool: PoolLimits = PoolLimits()) -> dict[str, Any]:
-    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect."""
+def engine_options(url: str, pool: Pooling = Pooling()) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect.
+
+    Behind a transaction pooler consecutive transactions may reach different server
+    connections, where psycopg's prepared statements do not exist: so NullPool, and
+    ``prepare_threshold=None``.
+    """
     if is_sqlite(url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if pool.transaction_pooler:
+        return {"poolclass": NullPool, "connect_args": {"prepare_threshold": None}}
     # A database restart then costs a reconnect, not a crashed worker.
     return {
         "pool_pre_ping": True,
@@ -53,11 +68,16 @@ def engine_options(url: str, pool: PoolLimits = PoolLimits()) -> dict[str, Any]:
     }
 
 
-def make_engine(url: str, pool: PoolLimits = PoolLimits()) -> Engine:
+def make_engine(url: str, pool: Pooling = Pooling()) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
     engine = create_engine(url, **engine_options(url, pool))
     tune_sqlite(engine)
     return engine
+
+
+def behind_transaction_pooler(engine: Engine) -> bool:
+    """Whether ``engine`` was made for a transaction pooler (see ``engine_options``)."""
+    return engine.dialect.name != "sqlite" and isinstance(engine.pool, NullPool)
 
 
 def tune_sqlite(engine: Engine) -> None:

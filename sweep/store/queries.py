@@ -57,6 +57,9 @@ _values = table(
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
 _heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
+# The view of migration 0007: what autoscalers (KEDA's postgresql trigger) and /metrics read.
+WORK_AVAILABLE_VIEW = "sweep_work_available"
+_work = table(WORK_AVAILABLE_VIEW, column("available"), column("running"))
 # Typed as the enums they are on PostgreSQL, so comparisons can use indexes (a cast to
 # text made ranking 10,000 trials take 18 ms instead of 0.3 ms).
 _state = _trials.c.state
@@ -67,6 +70,12 @@ REUSED_MARK = "reused_from"  # the user attribute of a trial that took a twin's 
 
 
 _study_ids: dict[tuple[str, str], int] = {}
+
+
+def work_available(conn: Connection) -> tuple[int, int]:
+    """(trials workers could start now, trials running) over queued and running sweeps."""
+    available, running = conn.execute(select(_work.c.available, _work.c.running)).one()
+    return int(available), int(running)
 
 
 def study_id(conn: Connection, name: str) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -17,7 +18,7 @@ from sweep.scheduler.claims import Claim, active_sweeps, claim_trial
 from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
-from sweep.store.engine import is_outage, make_engine, make_session_factory
+from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
 from sweep.store.migrations import check_ready
 from sweep.training.tasks import RunConfig, get_task
 from sweep.worker.batches import run_batch
@@ -34,6 +35,31 @@ from sweep.worker.runs import (
 log = logging.getLogger("sweep.worker")
 
 MAX_BACKOFF_S = 30.0
+
+
+class IdleBackoff:
+    """How long an idle worker waits before asking for work again.
+
+    The wait doubles from ``first`` up to ``most`` while nothing is claimable and
+    starts over after a claim; each wait is drawn from [wait/2, wait], so a fleet of
+    workers started together does not poll the database in step.
+    """
+
+    def __init__(self, first: float, most: float, rng: random.Random | None = None) -> None:
+        self.first = first
+        self.most = max(first, most)
+        self._wait = first
+        self._rng = rng or random.Random()
+
+    def next_wait(self) -> float:
+        """Seconds to wait now; the next call waits up to twice as long."""
+        wait = self._wait * self._rng.uniform(0.5, 1.0)
+        self._wait = min(self._wait * 2, self.most)
+        return wait
+
+    def reset(self) -> None:
+        """A trial was claimed: the next idle wait is short again."""
+        self._wait = self.first
 
 
 class Worker:
@@ -57,7 +83,7 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
         self.stopping = threading.Event()
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, Pooling.of(settings))
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
         self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
@@ -77,6 +103,7 @@ class Worker:
             return 0
         log.info("worker %s started on %s", self.name, self.settings.safe_database_url)
         backoff = self.settings.poll_interval
+        idle = IdleBackoff(self.settings.poll_interval, self.settings.max_poll_interval)
         while not self.stopping.is_set():
             try:
                 claim = self._next_claim()
@@ -96,8 +123,9 @@ class Worker:
                 if self.exit_when_idle and not active_sweeps(self.factory):
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
-                self.stopping.wait(self.settings.poll_interval)
+                self.stopping.wait(idle.next_wait())
                 continue
+            idle.reset()
             # evaluation trials (claim.study_name set) train alone: the test split is per trial
             batched = None
             if self.batch > 1 and not claim.study_name:

@@ -100,6 +100,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
             "SWEEP_GRACE_PERIOD": "3",
             "SWEEP_REAP_INTERVAL": "1",
             "SWEEP_POLL_INTERVAL": "0.2",
+            "SWEEP_MAX_POLL_INTERVAL": "1",
             "OMP_NUM_THREADS": "1",
         }
         made.append(Processes(env, tmp_path))
