@@ -22,6 +22,18 @@ from sweep.training.data import Splits
 from sweep.training.tasks import EpochResult, RunConfig, TaskOptionsError, TrialParams
 from sweep.training.train import train_epochs
 
+# what a task package imports from here
+__all__ = [
+    "ModelTask",
+    "RunConfig",
+    "Splits",
+    "TaskOptionsError",
+    "TrialParams",
+    "check_known",
+    "optimization",
+    "set_dropouts",
+]
+
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 32
 BATCH_SIZE_MAX = 65_536
