@@ -8,11 +8,11 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install run test lint bench postgres
 
+# Also the example task package (README: Sweep your own model), which the tests sweep.
 $(STAMP): pyproject.toml examples/digits-cnn/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -qq --find-links /opt/wheels "$(TORCH)"
 	$(PY) -m pip install -qq -e ".[dev]"
-	# the example task package (README: Sweep your own model); the tests sweep it
 	$(PY) -m pip install -qq -e examples/digits-cnn
 	touch $(STAMP)
 
