@@ -20,7 +20,7 @@ from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
 from sweep.store.migrations import check_ready
-from sweep.training.tasks import RunConfig, get_task
+from sweep.training.tasks import RunConfig, Task, UnknownTaskError, get_task
 from sweep.worker.batches import run_batch
 from sweep.worker.runs import (
     Outcome,
@@ -35,6 +35,9 @@ from sweep.worker.runs import (
 log = logging.getLogger("sweep.worker")
 
 MAX_BACKOFF_S = 30.0
+# How long a worker leaves alone a sweep whose task is not installed here before it
+# looks again (the package may be installed meanwhile; other workers may have it).
+MISSING_TASK_RETRY_S = 60.0
 
 
 class IdleBackoff:
@@ -88,6 +91,7 @@ class Worker:
         self.trials_run = 0
         self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
         self._reaped_at: dict[int, float] = {}
+        self._task_missing_until: dict[int, float] = {}  # sweep id → when to try it again
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """Finish or release the current trial at the next epoch, then exit."""
@@ -126,12 +130,15 @@ class Worker:
                 self.stopping.wait(idle.next_wait())
                 continue
             idle.reset()
+            task = self._task_of(claim)
+            if task is None:
+                continue
             # evaluation trials (claim.study_name set) train alone: the test split is per trial
             batched = None
             if self.batch > 1 and not claim.study_name:
-                batched = run_batch(self.context, claim, self.batch)
+                batched = run_batch(self.context, task, claim, self.batch)
             if batched is None:
-                self._run_trial(claim)
+                self._run_trial(task, claim)
             else:
                 self.trials_run += batched
         self.engine.dispose()
@@ -152,8 +159,38 @@ class Worker:
             self.stopping.wait(self.settings.poll_interval)
         return False
 
+    def _task_of(self, claim: Claim) -> Task | None:
+        """The claim's task; None, with the trial given back, if it cannot be loaded here."""
+        try:
+            return get_task(claim.task)
+        except (UnknownTaskError, ImportError) as exc:
+            log.error(
+                "task %r is not installed on this worker (%s); released sweep=%s trial=%d "
+                "back to the queue, not counted as an attempt; this worker skips the sweep "
+                "for %.0f s. Install the task's package here, or run its sweeps on workers "
+                "that have it",
+                claim.task,
+                _first_line(exc),
+                claim.study,
+                claim.number,
+                MISSING_TASK_RETRY_S,
+                extra={
+                    "event": "release",
+                    "sweep": claim.sweep_name,
+                    "trial": claim.number,
+                    "worker": self.name,
+                    "task": claim.task,
+                },
+            )
+            run = TrialRun(self.settings, self.factory, claim)
+            run.release(f"task {claim.task!r} is not installed on worker {self.name}; re-queued")
+            self._task_missing_until[claim.sweep_id] = time.monotonic() + MISSING_TASK_RETRY_S
+            return None
+
     def _next_claim(self) -> Claim | None:
         for sweep in active_sweeps(self.factory):
+            if time.monotonic() < self._task_missing_until.get(sweep.id, 0.0):
+                continue
             # Reaping costs a few queries; once per heartbeat interval is often enough.
             now = time.monotonic()
             if now - self._reaped_at.get(sweep.id, 0.0) >= self.settings.heartbeat_interval:
@@ -167,11 +204,11 @@ class Worker:
             settle_sweep(self.settings, self.factory, sweep.id)
         return None
 
-    def _run_trial(self, claim: Claim) -> None:
+    def _run_trial(self, task: Task, claim: Claim) -> None:
         started = time.perf_counter()
         with start_run(self.context, claim) as run:
             try:
-                outcome = self._train(run, run_config(claim, self.device))
+                outcome = self._train(task, run, run_config(claim, self.device))
             except Exception as exc:
                 outcome = end_with_error(run, exc, self.name)
                 if outcome is Outcome.FAIL:  # a hopeless sweep ends now
@@ -180,8 +217,7 @@ class Worker:
                 log_outcome(run, outcome, started, self.name)
         self.trials_run += 1
 
-    def _train(self, run: TrialRun, config: RunConfig) -> Outcome:
-        task = get_task(run.claim.task)
+    def _train(self, task: Task, run: TrialRun, config: RunConfig) -> Outcome:
         for result in task.run(config):
             log.debug(
                 "report sweep=%s trial=%d epoch=%d val_loss=%.6g",
