@@ -56,6 +56,13 @@ function showTop(rows) {
   }));
 }
 
+function swapChart(chart, url) {
+  // Load the new chart off-screen first, so the old one stays until the new one is ready.
+  const next = new Image();
+  next.onload = () => { chart.src = url; };
+  next.src = url;
+}
+
 function pollSweep(name) {
   const base = "/v1/sweeps/" + encodeURIComponent(name);
   const chart = document.querySelector("[data-chart]");
@@ -71,7 +78,7 @@ function pollSweep(name) {
       }
       const now = trialsDone(s) + "/" + s.status;
       if (seen !== null && now !== seen) {
-        if (chart) chart.src = base + "/chart.png?t=" + Date.now();
+        if (chart) swapChart(chart, base + "/chart.png?t=" + Date.now());
         showTop(await getJSON(base + "/top?k=5"));
       }
       seen = now;
