@@ -43,6 +43,8 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 STATES: tuple[str, ...] = get_args(TrialState)
 MAX_FORM_BYTES = 8192
+MAX_EXTEND = 10_000  # as SweepExtend allows
+EXTENDABLE = ("queued", "running", "paused", "completed")
 
 
 def _viewer(request: Request) -> TokenInfo | None:
@@ -165,6 +167,8 @@ def sweep_page(
         importance = None
     trials = trial_routes.list_trials(name, session, conn, state=state, limit=200, cursor=None)  # type: ignore[arg-type]
     actions = [a for a, (sources, _) in TRANSITIONS.items() if sweep.status in sources]
+    if sweep.status in EXTENDABLE:
+        actions.append("extend")
     return _render(
         request,
         "sweep.html",
@@ -185,18 +189,26 @@ def sweep_page(
 def control(
     request: Request, name: SweepName, action: str, session: SessionDep, form: FormDep
 ) -> Response:
-    """Pause, resume or cancel from the page: the user role and the form's CSRF token needed."""
+    """Pause, resume, cancel or extend from the page: the user role and the form's CSRF token."""
     viewer = _viewer(request)
     if viewer is None:
         raise NotAuthenticated("sign in at /login with an API token")
     if not csrf_valid(request, form.get("csrf")):
         return Response("missing or wrong CSRF token; reload the page", status_code=403)
     check_role(viewer.role, "user")
-    if action not in TRANSITIONS:
-        return Response(f"no action {action!r}: pause, resume or cancel", status_code=404)
     target = f"/sweeps/{quote(name)}"
     try:
-        sweeps.control_sweep(session, name, action)
+        if action == "extend":
+            count = form.get("n_trials", "")
+            if not count.isdigit() or not 1 <= int(count) <= MAX_EXTEND:
+                raise InvalidTransition(f"extend by 1 to {MAX_EXTEND} trials, not {count!r}")
+            settings = request.app.state.settings
+            factory = request.app.state.session_factory
+            sweeps.extend_sweep(settings, factory, session, name, int(count))
+        elif action in TRANSITIONS:
+            sweeps.control_sweep(session, name, action)
+        else:
+            return Response(f"no action {action!r}: pause, resume, cancel or extend", 404)
     except InvalidTransition as exc:
         return RedirectResponse(f"{target}?notice={quote(exc.message)}", status_code=303)
     return RedirectResponse(target, status_code=303)

@@ -2,7 +2,8 @@
 "use strict";
 
 const POLL_MS = 2000;
-const ALLOWED = { pause: ["queued", "running"], resume: ["paused"], cancel: ["queued", "running", "paused"] };
+const ALLOWED = { pause: ["queued", "running"], resume: ["paused"], cancel: ["queued", "running", "paused"],
+  extend: ["queued", "running", "paused", "completed"] };
 
 function trialsDone(s) { return (s.trials.COMPLETE || 0) + (s.trials.PRUNED || 0); }
 function when(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : "—"; }
