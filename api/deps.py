@@ -77,7 +77,8 @@ def get_caller(
 CallerDep = Annotated[TokenInfo, Depends(get_caller)]
 
 
-def _limit(request: Request, caller: TokenInfo) -> None:
+def count_change(request: Request, caller: TokenInfo) -> None:
+    """Count a change against the caller's rate limit (429 past it)."""
     limiter: RequestLimiter = request.app.state.limiter
     client = request.client.host if request.client else "unknown"
     limiter.hit(f"token:{caller.id}" if caller is not AUTH_OFF else f"client:{client}")
@@ -89,7 +90,7 @@ def authorize(request: Request, caller: CallerDep) -> TokenInfo:
         check_role(caller.role, "reader")
         return caller
     check_role(caller.role, "user")
-    _limit(request, caller)
+    count_change(request, caller)
     return caller
 
 
@@ -97,7 +98,7 @@ def authorize_admin(request: Request, caller: CallerDep) -> TokenInfo:
     """Managing tokens needs the admin role."""
     check_role(caller.role, "admin")
     if request.method not in SAFE_METHODS:
-        _limit(request, caller)
+        count_change(request, caller)
     return caller
 
 

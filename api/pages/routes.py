@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api.deps import AUTH_OFF, ConnectionDep, SessionDep
+from api.deps import AUTH_OFF, ConnectionDep, SessionDep, count_change
 from api.pages.sessions import (
     csrf_token,
     csrf_valid,
@@ -196,6 +196,7 @@ def control(
     if not csrf_valid(request, form.get("csrf")):
         return Response("missing or wrong CSRF token; reload the page", status_code=403)
     check_role(viewer.role, "user")
+    count_change(request, viewer)
     target = f"/sweeps/{quote(name)}"
     try:
         if action == "extend":

@@ -224,6 +224,12 @@ def up(
             f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
             "Ctrl-C to stop."
         )
+        sign_in = " (sign in with the token above)" if issued else ""
+        console.print(
+            f"Sweep page: http://127.0.0.1:{port}/sweeps/{name}{sign_in}",
+            soft_wrap=True,
+            highlight=False,
+        )
         while all(child.poll() is None for child in children):
             time.sleep(1)
         fail("a child process exited; see .sweep/*.log")
