@@ -35,8 +35,8 @@ def csrf_of(page: str) -> str:
     return match[1]
 
 
-def create_as(client: TestClient, token: str, name: str, n_trials: int) -> None:
-    body = {"name": name, **SYNTHETIC, "n_trials": n_trials}
+def create_as(client: TestClient, token: str, name: str, n_trials: int, **fields: object) -> None:
+    body = {"name": name, **SYNTHETIC, "n_trials": n_trials, **fields}
     response = client.post("/v1/sweeps", json=body, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 201, response.text
 
@@ -145,7 +145,7 @@ def test_pages_show_the_numbers_the_json_routes_give(
     browser: TestClient, settings: Settings
 ) -> None:
     user = issue_token(settings.database_url, "user")
-    create_as(browser, user, "shown", 3)
+    create_as(browser, user, "shown", 3, reevaluate_top=1, reevaluate_seeds=2)
     run_worker(settings)
     sign_in(browser, user)
     sweep = browser.get("/v1/sweeps/shown").json()

@@ -54,6 +54,7 @@ def test_sign_in_watch_progress_and_pause_in_chromium(  # type: ignore[no-untype
         expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
 
     procs: Processes = processes(sqlite_url)
+    procs.start("worker", "--device", "cpu", name="worker")  # starts while the API does
     api = procs.api()
     token = procs.env["SWEEP_TOKEN"]  # a user token
     body = {
@@ -65,7 +66,6 @@ def test_sign_in_watch_progress_and_pause_in_chromium(  # type: ignore[no-untype
         "baseline": False,
     }
     assert api.post("/v1/sweeps", json=body).status_code == 201, procs.log("api")
-    procs.start("worker", "--device", "cpu", name="worker")
     base = str(api.base_url).rstrip("/")
 
     with sync_playwright() as playwright:
