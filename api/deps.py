@@ -12,7 +12,7 @@ from optuna.storages import RDBStorage
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from api.pages.sessions import session_caller, session_token
+from api.pages.sessions import session_caller, session_digest
 from api.ratelimit import RequestLimiter
 from sweep.config import Settings
 from sweep.errors import NotAuthenticated
@@ -66,7 +66,7 @@ def get_caller(
     if credentials is None:
         # A signed-in browser may read the JSON twins of its pages (polling, the chart); it
         # changes things only through the pages' forms, which carry a CSRF token.
-        if request.method in SAFE_METHODS and session_token(request) is not None:
+        if request.method in SAFE_METHODS and session_digest(request) is not None:
             return session_caller(request)
         raise NotAuthenticated()
     # Its own short transaction: recording the last use must not depend on the request's outcome.

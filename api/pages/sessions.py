@@ -1,8 +1,9 @@
-"""Browser sessions: a signed cookie that carries the API token, and a CSRF token bound to it.
+"""Browser sessions: a signed cookie naming the API token, and a CSRF token bound to it.
 
-The cookie holds ``<expiry>.<token>.<signature>``; the signature (HMAC-SHA256 with the server's
-session key) stops a client from extending the expiry. The token inside is checked with
-``authenticate`` on every request, so revoking or expiring the token ends the session at once.
+The cookie holds ``<expiry>.<token hash>.<signature>``: the SHA-256 the database keeps, never
+the secret, so a stolen cookie is no bearer token. The signature (HMAC-SHA256 with the
+server's session key) stops a client from forging one or extending its expiry. The token is
+checked again on every request, so revoking or expiring it ends the session at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.errors import NotAuthenticated
-from sweep.service.tokens import TokenInfo, authenticate
+from sweep.service.tokens import TokenInfo, authenticate_digest, hash_secret
 from sweep.store.engine import transaction
 
 COOKIE = "sweep_session"
@@ -37,31 +38,31 @@ def _cookie_value(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def session_token(request: Request) -> str | None:
-    """The API token in the request's session cookie, if the cookie is genuine and unexpired."""
+def session_digest(request: Request) -> str | None:
+    """The token hash in the request's session cookie, if the cookie is genuine and unexpired."""
     value = _cookie_value(request)
     if not value:
         return None
     expiry, sep, rest = value.partition(".")
-    token, sep2, signature = rest.rpartition(".")
+    digest, sep2, signature = rest.rpartition(".")
     if not (sep and sep2 and expiry.isdigit()):
         return None
     key: bytes = request.app.state.session_key
-    if not hmac.compare_digest(_sign(key, f"{expiry}.{token}"), signature):
+    if not hmac.compare_digest(_sign(key, f"{expiry}.{digest}"), signature):
         return None
     if time.time() >= int(expiry):
         return None
-    return token
+    return digest
 
 
 def session_caller(request: Request) -> TokenInfo:
     """The token behind the session cookie, checked again now; NotAuthenticated without one."""
-    token = session_token(request)
-    if token is None:
+    digest = session_digest(request)
+    if digest is None:
         raise NotAuthenticated("sign in at /login with an API token")
     factory: sessionmaker[Session] = request.app.state.session_factory
     with transaction(factory) as session:
-        return authenticate(session, token)
+        return authenticate_digest(session, digest)
 
 
 def start_session(request: Request, response: Response, token: str, info: TokenInfo) -> None:
@@ -71,7 +72,7 @@ def start_session(request: Request, response: Response, token: str, info: TokenI
     if info.expires_at is not None:
         end = min(end, info.expires_at.timestamp())
     expiry = int(end)
-    value = f"{expiry}.{token}"
+    value = f"{expiry}.{hash_secret(token)}"
     response.set_cookie(
         COOKIE,
         f"{value}.{_sign(request.app.state.session_key, value)}",

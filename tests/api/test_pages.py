@@ -61,6 +61,7 @@ def test_login_sets_an_httponly_strict_cookie_that_ends_with_the_token(
     assert response.headers["location"] == "/"  # never an open redirect
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("sweep_session=")
+    assert token not in cookie  # the token's hash, signed: a stolen cookie is no bearer token
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
     assert "Secure" not in cookie  # plain http: a Secure cookie would never come back
     max_age = int(re.search(r"Max-Age=(\d+)", cookie)[1])  # type: ignore[index]
