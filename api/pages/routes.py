@@ -32,6 +32,7 @@ from sweep.errors import (
     NoResultYet,
     NotAuthenticated,
     NotEnoughTrials,
+    NotFound,
 )
 from sweep.service import sweeps
 from sweep.service.tokens import ROLE_RANK, TokenInfo, authenticate, check_role
@@ -156,7 +157,10 @@ def sweep_page(
     if viewer is None:
         return _to_login(request)
     state = state if state in STATES else None
-    sweep = sweep_routes.get_sweep(name, session, conn)
+    try:
+        sweep = sweep_routes.get_sweep(name, session, conn)
+    except NotFound as exc:
+        return _render(request, "missing.html", viewer, 404, message=exc.message)
     try:
         best = sweep_routes.best(name, session, conn)
     except NoResultYet:

@@ -170,3 +170,5 @@ def test_pages_show_the_numbers_the_json_routes_give(
     completed = browser.get("/sweeps/shown?state=COMPLETE").text
     assert "<td>PRUNED</td>" not in completed and "<td>COMPLETE</td>" in completed
     assert browser.get("/static/style.css").status_code == 200
+    missing = browser.get("/sweeps/nowhere")
+    assert missing.status_code == 404 and "no sweep named &#39;nowhere&#39;" in missing.text
