@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         "request slots before it is answered 503 with Retry-After",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
+    session_secret: SecretStr | None = Field(
+        None,
+        description="key that signs browser sign-in cookies; unset: a random one per `sweep api` "
+        "start (signing everyone out on restart)",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

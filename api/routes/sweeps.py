@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from api.deps import ConnectionDep, SessionDep, StorageDep, authorize
+from api.deps import ConnectionDep, SessionDep, SettingsDep, StorageDep, authorize
 from api.params import StoredInt
 from api.schemas import (
     BestOut,
@@ -15,6 +15,7 @@ from api.schemas import (
     EvaluationOut,
     ImportanceOut,
     SweepCreate,
+    SweepExtend,
     SweepOut,
     SweepPage,
     TestOut,
@@ -50,6 +51,7 @@ CREATED_LINKS = {
     "Pause": _link("/v1/sweeps/{name}/pause", "post"),
     "Resume": _link("/v1/sweeps/{name}/resume", "post"),
     "Cancel": _link("/v1/sweeps/{name}/cancel", "post"),
+    "Extend": _link("/v1/sweeps/{name}/extend", "post"),
 }
 
 
@@ -169,3 +171,19 @@ def resume(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOu
 def cancel(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Stop the sweep for good; running trials stop at their next epoch."""
     return _control("cancel", name, session, conn)
+
+
+@router.post("/{name}/extend", response_model=SweepOut, responses=ERRORS)
+def extend(
+    name: SweepName,
+    body: SweepExtend,
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    conn: ConnectionDep,
+) -> SweepOut:
+    """Add trials to the budget; a completed sweep runs again and its re-evaluation is brought
+    up to date (409 on a cancelled or failed sweep)."""
+    factory = request.app.state.session_factory
+    sweep = sweeps.extend_sweep(settings, factory, session, name, body.n_trials)
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,6 +57,9 @@ def api(
         console.print("auth on: send `Authorization: Bearer <token>` (`sweep token create`)")
     else:
         console.print("[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): serving on this machine only")
+    if settings.session_secret is None:
+        # One key for every uvicorn worker process, so a sign-in cookie works on all of them.
+        os.environ["SWEEP_SESSION_SECRET"] = secrets.token_urlsafe(32)
     # log_config=None: uvicorn's own lines go through the handler set up above.
     # By import string: the core never imports the web layer (and uvicorn's workers need one).
     uvicorn.run(
@@ -218,6 +223,12 @@ def up(
             f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
             f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
             "Ctrl-C to stop."
+        )
+        sign_in = " (sign in with the token above)" if issued else ""
+        console.print(
+            f"Sweep page: http://127.0.0.1:{port}/sweeps/{name}{sign_in}",
+            soft_wrap=True,
+            highlight=False,
         )
         while all(child.poll() is None for child in children):
             time.sleep(1)

@@ -147,7 +147,11 @@ def _advance(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) 
         assert main_id is not None
         if sweep.reevaluate_top:
             best_ids = queries.best_trial_ids(conn, main_id, sweep.reevaluate_top)
+            # After an extension, configurations re-evaluated before are not trained again.
+            done = _planned(conn, eval_id, Kind.REEVALUATION)
             for row in queries.trial_rows(conn, best_ids, ()):
+                if row.number in done:
+                    continue
                 for seed in evaluation_seeds(sweep):
                     _queue(study, Kind.REEVALUATION, row.params, seed, row.number)
         stage = _set_stage(study, Stage.REEVALUATION)
@@ -160,7 +164,8 @@ def _advance(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) 
             return
         # The chosen configuration's own search run again, now measuring the test split.
         trial = chosen[0].trial
-        _queue(study, Kind.TEST, trial.params, chosen[0].seed, trial.number)
+        if trial.number not in _planned(conn, eval_id, Kind.TEST):
+            _queue(study, Kind.TEST, trial.params, chosen[0].seed, trial.number)
         stage = _set_stage(study, Stage.TEST)
     if stage == Stage.TEST and not _busy(conn, eval_id, Kind.TEST):
         _set_stage(study, Stage.DONE)
@@ -178,6 +183,34 @@ def _search_finished(conn: Connection, sweep: Sweep) -> bool:
     waiting, started, _ = queries.budget_counts(conn, main_id)
     running = queries.state_counts(conn, main_id).get("RUNNING", 0)
     return not waiting and not running and started >= sweep.n_trials
+
+
+def _planned(conn: Connection, eval_id: int, kind: str) -> set[int]:
+    """Search trial numbers with an evaluation trial of ``kind`` waiting, running or done."""
+    ids = queries.trial_ids_page(conn, eval_id, after_number=-1, limit=100_000, state=None)
+    return {
+        int(row.user_attrs["trial_number"])
+        for row in queries.trial_rows(conn, ids, ("kind", "trial_number"))
+        if row.state in ("WAITING", "RUNNING", "COMPLETE")
+        and row.user_attrs.get("kind") == kind
+        and row.user_attrs.get("trial_number") is not None
+    }
+
+
+def reopen_evaluation(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
+    """Send the sweep's evaluation back to the search stage (its budget grew), so it is planned
+    again over the new best configurations once the new search trials have finished."""
+    with locked_sweep(factory, sweep_id) as session:
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+        if sweep is None:
+            return
+        name = evaluation_study_name(sweep.name)
+        eval_id = queries.study_id(session.connection(), name)
+        if eval_id is None:
+            return
+        storage = storage_for(settings, sweep.max_attempts)
+        study = optuna.load_study(study_name=name, storage=storage)
+        _set_stage(study, Stage.SEARCH)
 
 
 def _busy(conn: Connection, eval_id: int, kind: str) -> bool:
