@@ -43,7 +43,10 @@ class _Members:
         self._leases = leases
 
     def admit(self, slot: int, claim: Claim) -> None:
-        run = self._leases.enter_context(start_run(self.context, claim, slot))
+        self.adopt(slot, self._leases.enter_context(start_run(self.context, claim, slot)))
+
+    def adopt(self, slot: int, run: TrialRun) -> None:
+        """Make an open run (its lease held) the member in ``slot``."""
         self.runs[slot] = run
         self.started[slot] = time.perf_counter()
 
@@ -57,17 +60,17 @@ class _Members:
         self.closed += 1
 
 
-def run_batch(context: WorkerContext, task: Task, first: Claim, capacity: int) -> int | None:
-    """Train ``first`` and more trials of its sweep (of ``task``) together; the number of
-    trials run, or None if the task has no batched form."""
+def run_batch(context: WorkerContext, task: Task, first: TrialRun, capacity: int) -> int | None:
+    """Train the open run ``first`` and more trials of its sweep (of ``task``) together; the
+    number of trials run, or None if the task has no batched form."""
     if not isinstance(task, BatchableTask):
         return None
     with ExitStack() as leases:  # no lease outlives the batch, however it ends
         members = _Members(context, leases)
-        members.admit(0, first)
+        members.adopt(0, first)
         try:
-            batch = task.start_batch([run_config(first, context.device)], capacity)
-            _fill(context, batch, members, first.sweep_id)
+            batch = task.start_batch([run_config(first.claim, context.device)], capacity)
+            _fill(context, batch, members, first.claim.sweep_id)
             while members.runs:
                 results = batch.step_epoch()  # one host sync for every member's epoch
                 for slot, result in enumerate(results):
@@ -86,7 +89,7 @@ def run_batch(context: WorkerContext, task: Task, first: Claim, capacity: int) -
                         _drop(batch, slot)
                         members.close(slot, outcome)
                 if not context.stopping.is_set():
-                    _fill(context, batch, members, first.sweep_id)
+                    _fill(context, batch, members, first.claim.sweep_id)
         except Exception as exc:  # a failed step (out of memory, a bug) hits every member
             log.exception("batch failed with %d members", len(members.runs))
             for slot, run in list(members.runs.items()):

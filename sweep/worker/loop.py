@@ -130,17 +130,7 @@ class Worker:
                 self.stopping.wait(idle.next_wait())
                 continue
             idle.reset()
-            task = self._task_of(claim)
-            if task is None:
-                continue
-            # evaluation trials (claim.study_name set) train alone: the test split is per trial
-            batched = None
-            if self.batch > 1 and not claim.study_name:
-                batched = run_batch(self.context, task, claim, self.batch)
-            if batched is None:
-                self._run_trial(task, claim)
-            else:
-                self.trials_run += batched
+            self.trials_run += self._run_claim(claim)
         self.engine.dispose()
         return 0
 
@@ -159,8 +149,28 @@ class Worker:
             self.stopping.wait(self.settings.poll_interval)
         return False
 
-    def _task_of(self, claim: Claim) -> Task | None:
+    def _run_claim(self, claim: Claim) -> int:
+        """Train the claimed trial (with more of its sweep's, batched); how many trials ran.
+
+        The lease starts first: importing a task's package (torch) can take longer than
+        the grace period, and a trial must not look abandoned meanwhile.
+        """
+        started = time.perf_counter()
+        with start_run(self.context, claim) as run:
+            task = self._task_of(run)
+            if task is None:
+                return 0
+            # evaluation trials (claim.study_name set) train alone: the test split is per trial
+            if self.batch > 1 and not claim.study_name:
+                batched = run_batch(self.context, task, run, self.batch)
+                if batched is not None:
+                    return batched
+            self._run_trial(task, run, started)
+        return 1
+
+    def _task_of(self, run: TrialRun) -> Task | None:
         """The claim's task; None, with the trial given back, if it cannot be loaded here."""
+        claim = run.claim
         try:
             return get_task(claim.task)
         except (UnknownTaskError, ImportError) as exc:
@@ -182,7 +192,6 @@ class Worker:
                     "task": claim.task,
                 },
             )
-            run = TrialRun(self.settings, self.factory, claim)
             run.release(f"task {claim.task!r} is not installed on worker {self.name}; re-queued")
             self._task_missing_until[claim.sweep_id] = time.monotonic() + MISSING_TASK_RETRY_S
             return None
@@ -204,18 +213,15 @@ class Worker:
             settle_sweep(self.settings, self.factory, sweep.id)
         return None
 
-    def _run_trial(self, task: Task, claim: Claim) -> None:
-        started = time.perf_counter()
-        with start_run(self.context, claim) as run:
-            try:
-                outcome = self._train(task, run, run_config(claim, self.device))
-            except Exception as exc:
-                outcome = end_with_error(run, exc, self.name)
-                if outcome is Outcome.FAIL:  # a hopeless sweep ends now
-                    settle_sweep(self.settings, self.factory, claim.sweep_id)
-            else:
-                log_outcome(run, outcome, started, self.name)
-        self.trials_run += 1
+    def _run_trial(self, task: Task, run: TrialRun, started: float) -> None:
+        try:
+            outcome = self._train(task, run, run_config(run.claim, self.device))
+        except Exception as exc:
+            outcome = end_with_error(run, exc, self.name)
+            if outcome is Outcome.FAIL:  # a hopeless sweep ends now
+                settle_sweep(self.settings, self.factory, run.claim.sweep_id)
+        else:
+            log_outcome(run, outcome, started, self.name)
 
     def _train(self, task: Task, run: TrialRun, config: RunConfig) -> Outcome:
         for result in task.run(config):
