@@ -72,7 +72,10 @@ class SweepSpec(BaseModel):
     baseline: bool = Field(
         True,
         strict=True,
-        description="also train the unregularized baseline (p=0, λ=0) once, for the chart",
+        description=(
+            "also train the unregularized baseline (p=0, λ=0) on the re-evaluation seeds, "
+            "for the chart and a paired test against the best"
+        ),
     )
     reevaluate_top: int = Field(
         3,

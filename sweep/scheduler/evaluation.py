@@ -3,10 +3,11 @@
 They live in a sibling Optuna study, ``<sweep>.eval``, so the sampler never sees
 them and they never count against the budget or the search's ranking. Workers
 claim them with the same lease, heartbeat and retry machinery as search trials,
-once the sweep's budget is handed out. Each trial says what it is in its user
-attributes: ``kind`` (baseline, reevaluation or test), ``params``, ``seed`` and,
-for re-evaluations and the test run, ``trial_number`` (the search trial whose
-params it re-trains).
+once the sweep's budget is handed out. The baseline runs on the same seeds as
+the re-evaluations, so the two are compared seed by seed (paired). Each trial
+says what it is in its user attributes: ``kind`` (baseline, reevaluation or
+test), ``params``, ``seed`` and, for re-evaluations and the test run,
+``trial_number`` (the search trial whose params it re-trains).
 
 The evaluation study's ``stage`` attribute moves search → reevaluation → test →
 done under the sweep's claim lock, so concurrent workers plan each step once:
@@ -15,7 +16,7 @@ done under the sweep's claim lock, so concurrent workers plan each step once:
 - reevaluation: once every search trial has finished, the ``reevaluate_top``
   best configurations are queued on ``reevaluate_seeds`` further seeds each;
 - test: once those have finished, the chosen configuration (best mean over
-  seeds) is trained once more with the test split measured at its best epoch;
+  fresh seeds) is trained once more with the test split measured at its best epoch;
 - done: the sweep completes when no evaluation trial is waiting or running.
 """
 
@@ -53,11 +54,6 @@ def evaluation_seeds(sweep: Sweep) -> list[int]:
     return [first + j for j in range(sweep.reevaluate_seeds)]
 
 
-def baseline_seed(sweep: Sweep) -> int:
-    """The baseline trains on the first evaluation seed, like every re-evaluated configuration."""
-    return sweep.seed + sweep.n_trials
-
-
 def baseline_params(sweep: Sweep) -> dict[str, float]:
     """p = 0 and λ = 0, under the parameter names of the sweep's space."""
     return dict.fromkeys(Space.model_validate(sweep.space).params(), 0.0)
@@ -74,7 +70,8 @@ def create_evaluation_study(storage: RDBStorage, sweep: Sweep) -> None:
     study.set_user_attr(STAGE_KEY, Stage.SEARCH)
     study.set_user_attr("sweep", sweep.name)
     if sweep.baseline:
-        _queue(study, Kind.BASELINE, baseline_params(sweep), baseline_seed(sweep))
+        for seed in evaluation_seeds(sweep):  # the leaders' fresh seeds: paired with them
+            _queue(study, Kind.BASELINE, baseline_params(sweep), seed)
 
 
 def _queue(
