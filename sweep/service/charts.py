@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from sweep.definition.evaluation import Kind
+from sweep.definition.statistics import Summary
 from sweep.store import results
 from sweep.store.tables import Sweep
 
@@ -43,14 +44,16 @@ def format_params(params: dict[str, Any]) -> str:
 def sweep_chart(conn: Connection, sweep: Sweep) -> bytes:
     """The PNG chart of the sweep's best configuration against its unregularized baseline.
 
-    The best configuration's run on the baseline's seed is drawn when
+    The best configuration's run on the baseline's first seed is drawn when
     re-evaluation trained one, so both start from the same weights and see the
-    batches in the same order; otherwise its search run. NoResultYet before any
-    trial has completed.
+    batches in the same order; otherwise its search run. The title gives the
+    means over fresh seeds with their 95% intervals, and whether the best is
+    told apart from the runner-up. NoResultYet before any trial has completed.
     """
-    best = results.best_configuration(conn, sweep)
     runs = results.evaluation_runs(conn, sweep, curves=True)
-    baseline = results.finished_run(runs, Kind.BASELINE)
+    answer = results.best_answer(conn, sweep, runs)
+    best = answer.best
+    baseline = answer.baseline.runs[0] if answer.baseline is not None else None
     curves = results.trial_result(conn, sweep, best.trial.number).curves
     seed = best.seed
     if baseline is not None:
@@ -58,7 +61,6 @@ def sweep_chart(conn: Connection, sweep: Sweep) -> bytes:
             same = run.trial_number == best.trial.number and run.seed == baseline.seed
             if run.kind == Kind.REEVALUATION and run.state == "COMPLETE" and same:
                 curves, seed = run.curves, run.seed
-    spread = f" ± {best.std:.4f}" if best.std is not None else ""
     best_series = Series(
         f"best: {format_params(best.trial.params)} (seed {seed})",
         curves.get("train_loss", []),
@@ -73,14 +75,40 @@ def sweep_chart(conn: Connection, sweep: Sweep) -> bytes:
         )
     title = (
         f"{sweep.name} · {sweep.task}: best {format_params(best.trial.params)} vs "
-        f"no regularization\nbest val loss, mean over {best.seeds} seed(s): "
-        f"{best.mean:.4f}{spread}"
+        f"no regularization\nbest val loss {_estimate(best)}"
     )
-    if baseline is not None and baseline.value is not None:
-        title += f" · baseline: {baseline.value:.4f}"
+    if answer.runner_up is not None:
+        title += " · " + verdict(answer)
+    if answer.baseline is not None:
+        title += f" · baseline: {_mean_text(answer.baseline.summary)}"
     elif sweep.baseline:
         title += " · baseline not trained yet"
     return render_chart(title, best_series, baseline_series)
+
+
+def _mean_text(summary: Summary) -> str:
+    text = f"{summary.mean:.4f}"
+    if summary.ci95 is not None:
+        low, high = summary.ci95
+        text += f" (95% CI {low:.4f}–{high:.4f}, {summary.n} seeds)"
+    return text
+
+
+def _estimate(best: results.Configuration) -> str:
+    """The fresh-seed mean and interval once re-evaluated, else the one search run."""
+    if best.fresh:
+        return "over fresh seeds: " + _mean_text(best.fresh_summary)
+    return f"(search run, one seed): {best.selection_value:.4f}"
+
+
+def verdict(answer: results.Answer) -> str:
+    """``decided vs trial 6 (p=0.012)`` or ``indistinguishable from trial 6 (p=0.41)``."""
+    assert answer.runner_up is not None
+    other = answer.runner_up.trial.number
+    p = "" if answer.p_value is None else f" (p={answer.p_value:.2g})"
+    if answer.decided:
+        return f"decided vs trial {other}{p}"
+    return f"indistinguishable from trial {other}{p}"
 
 
 # Over 60 lines on purpose: one figure drawn top to bottom reads better than helpers
