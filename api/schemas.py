@@ -69,6 +69,8 @@ class SweepOut(BaseModel):
     baseline: bool
     reevaluate_top: int
     reevaluate_seeds: int
+    race: bool
+    race_seeds: int
     test_split: bool
     configurations_started: int = Field(description="configurations tried so far (the budget)")
     trials: dict[str, int] = Field(description="number of trials per Optuna state")
@@ -103,6 +105,8 @@ class SweepOut(BaseModel):
             baseline=s.baseline,
             reevaluate_top=s.reevaluate_top,
             reevaluate_seeds=s.reevaluate_seeds,
+            race=s.race,
+            race_seeds=s.race_seeds,
             test_split=s.test_split,
             configurations_started=progress.configurations,
             trials=progress.counts,

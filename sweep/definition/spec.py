@@ -87,6 +87,18 @@ class SweepSpec(BaseModel):
     reevaluate_seeds: int = Field(
         3, ge=1, le=20, strict=True, description="further seeds per re-evaluation"
     )
+    race: bool = Field(
+        False,
+        strict=True,
+        description=(
+            "after the fixed re-evaluation, add a seed per round to every configuration "
+            "still in the race, dropping those whose 95% interval lies above the leader's, "
+            "until the leader is decided or race_seeds are spent"
+        ),
+    )
+    race_seeds: int = Field(
+        10, ge=2, le=50, strict=True, description="most fresh seeds per configuration in a race"
+    )
     test_split: bool = Field(
         False,
         strict=True,

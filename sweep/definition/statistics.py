@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -83,3 +83,38 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
 def decided(p_value: float | None) -> bool:
     """Whether a p-value tells the two apart (below 0.05); never without one."""
     return p_value is not None and p_value < SIGNIFICANCE
+
+
+@dataclass(frozen=True)
+class RaceStep:
+    """What one round of racing decides: who drops out, and whether the race is over."""
+
+    dropped: list[int]  # configuration numbers whose 95% interval lies wholly above the leader's
+    over: bool  # the leader is decided, alone, or the seeds are spent
+
+
+def race_step(fresh: Mapping[int, Sequence[float]], race_seeds: int) -> RaceStep:
+    """One round of racing over the configurations still in it (number -> fresh values).
+
+    The leader has the lowest fresh mean. A configuration drops out when its
+    95% interval lies wholly above the leader's. The race is over when one
+    configuration is left, the leader is decided against the runner-up among
+    those left (Welch, p < 0.05), or every one left has ``race_seeds`` seeds.
+    """
+    summaries = {n: summarize(v) for n, v in fresh.items() if v}
+    if not summaries:
+        return RaceStep([], True)
+    leader = min(summaries, key=lambda n: (summaries[n].mean or 0.0, n))
+    top = summaries[leader].ci95
+    dropped = sorted(
+        n
+        for n, s in summaries.items()
+        if n != leader and top is not None and s.ci95 is not None and s.ci95[0] > top[1]
+    )
+    left = [n for n in summaries if n not in dropped]
+    if len(left) < 2:
+        return RaceStep(dropped, True)
+    runner_up = min((n for n in left if n != leader), key=lambda n: (summaries[n].mean or 0.0, n))
+    told_apart = decided(welch_p_value(fresh[leader], fresh[runner_up]))
+    spent = all(len(fresh[n]) >= race_seeds for n in left)
+    return RaceStep(dropped, told_apart or spent)

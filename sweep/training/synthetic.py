@@ -45,7 +45,8 @@ class SyntheticTask:
         "scheduler. Options: epoch_seconds (sleep per epoch), fail (raise in epoch 0), "
         "nan_at_epoch (report NaN from that epoch), nan_above_dropout (only trials whose "
         "dropout is above it go NaN, from nan_at_epoch or epoch 0), noise (std of one "
-        "Gaussian shift per seed of the validation curve, instead of per-epoch jitter)."
+        "Gaussian shift of the validation curve per seed and configuration, instead of "
+        "per-epoch jitter)."
     )
 
     def check_options(self, options: Mapping[str, Any]) -> None:
@@ -75,8 +76,15 @@ class SyntheticTask:
         if options.get("fail", False):
             raise RuntimeError("synthetic task asked to fail")
         rng = random.Random(config.seed)
-        # With "noise": one shift per seed, so the best epoch's loss is true_loss + N(0, noise²).
-        shift = rng.gauss(0.0, float(options["noise"])) if "noise" in options else None
+        # With "noise": one shift per seed and configuration (configurations do not share
+        # their luck on a seed), so the best epoch's loss is true_loss + N(0, noise²).
+        shift = None
+        if "noise" in options:
+            p = config.params
+            draw = random.Random(
+                f"{config.seed}|{p.dropout_1!r}|{p.dropout_2!r}|{p.weight_decay!r}"
+            )
+            shift = draw.gauss(0.0, float(options["noise"]))
         nan_at = options.get("nan_at_epoch")
         if "nan_above_dropout" in options:
             diverges = config.params.dropout_1 > float(options["nan_above_dropout"])

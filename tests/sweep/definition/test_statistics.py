@@ -11,8 +11,10 @@ from scipy import stats
 
 from sweep.definition.space import trial_params
 from sweep.definition.statistics import (
+    RaceStep,
     decided,
     paired_p_value,
+    race_step,
     summarize,
     welch_p_value,
 )
@@ -124,3 +126,17 @@ def test_noise_must_be_a_small_non_negative_number() -> None:
         with pytest.raises(TaskOptionsError, match="noise"):
             SyntheticTask().check_options({"noise": bad})
     SyntheticTask().check_options({"noise": 0})
+
+
+def test_racing_drops_what_lies_above_the_leader_and_stops_when_decided_or_spent() -> None:
+    leader = [0.100, 0.101, 0.102]
+    close = [0.101, 0.104, 0.099]
+    far = [0.200, 0.201, 0.202]
+    step = race_step({1: leader, 2: close, 3: far}, race_seeds=10)
+    assert step.dropped == [3] and not step.over  # 1 and 2 overlap: another round
+    assert race_step({1: leader, 2: close}, race_seeds=3).over  # 3 seeds each: spent
+    assert race_step({1: leader, 3: far}, race_seeds=10) == RaceStep([3], True)  # alone
+    apart = [0.103, 0.104, 0.105]  # intervals overlap, yet Welch's p < 0.05
+    step = race_step({1: leader, 2: apart}, race_seeds=10)
+    assert step.dropped == [] and step.over
+    assert race_step({}, race_seeds=10).over
