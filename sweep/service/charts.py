@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,26 @@ class Series:
     label: str
     train_loss: list[float]
     val_loss: list[float]
+    band: tuple[list[float], list[float], int] | None = None  # val loss mean ± 1 std, runs
+
+
+def spread_band(curves: list[list[float]]) -> tuple[list[float], list[float], int] | None:
+    """Per-epoch mean ± 1 sample std of validation curves, over their common epochs.
+
+    None below 2 curves or where an epoch is not finite in every run.
+    """
+    if len(curves) < 2:
+        return None
+    epochs = min(len(c) for c in curves)
+    low, high = [], []
+    for e in range(epochs):
+        values = [c[e] for c in curves]
+        if not all(math.isfinite(v) for v in values):
+            return None
+        mean, std = statistics.fmean(values), statistics.stdev(values)
+        low.append(mean - std)
+        high.append(mean + std)
+    return low, high, len(curves)
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -61,17 +82,26 @@ def sweep_chart(conn: Connection, sweep: Sweep) -> bytes:
             same = run.trial_number == best.trial.number and run.seed == baseline.seed
             if run.kind == Kind.REEVALUATION and run.state == "COMPLETE" and same:
                 curves, seed = run.curves, run.seed
+    done = [r for r in runs if r.state == "COMPLETE"]
+    best_runs = [
+        r.curves.get("val_loss", [])
+        for r in done
+        if r.kind == Kind.REEVALUATION and r.trial_number == best.trial.number
+    ]
     best_series = Series(
         f"best: {format_params(best.trial.params)} (seed {seed})",
         curves.get("train_loss", []),
         curves.get("val_loss", []),
+        spread_band(best_runs),
     )
     baseline_series = None
     if baseline is not None:
+        baseline_runs = [r.curves.get("val_loss", []) for r in done if r.kind == Kind.BASELINE]
         baseline_series = Series(
             f"baseline: {format_params(baseline.params)} (seed {baseline.seed})",
             baseline.curves.get("train_loss", []),
             baseline.curves.get("val_loss", []),
+            spread_band(baseline_runs),
         )
     title = (
         f"{sweep.name} · {sweep.task}: best {format_params(best.trial.params)} vs "
@@ -119,6 +149,8 @@ def render_chart(title: str, best: Series, baseline: Series | None) -> bytes:
     Left: both losses on a log scale, where the widening gap between training
     and validation loss shows overfitting. Right: validation loss alone, close up,
     where the baseline's turning up and the best configuration's lower minimum show.
+    A series with a band gets its validation loss's mean ± 1 std over fresh
+    seeds shaded behind its one run.
     """
     import matplotlib
 
@@ -147,6 +179,18 @@ def render_chart(title: str, best: Series, baseline: Series | None) -> bytes:
                 linewidth=2,
                 label=f"validation loss, {series.label}",
             )
+        if series.band is not None:
+            low, high, n = series.band
+            for axes in (both, close_up):
+                axes.fill_between(
+                    list(range(len(low))),
+                    low,
+                    high,
+                    color=color,
+                    alpha=0.15,
+                    linewidth=0,
+                    label=f"validation loss ±1 std over {n} fresh seeds" if axes is both else None,
+                )
         finite = [(v, e) for e, v in zip(epochs, series.val_loss, strict=False) if math.isfinite(v)]
         if finite:
             value, epoch = min(finite)
