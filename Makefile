@@ -38,5 +38,5 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
-	for name in overhead claims faults api load batched end_to_end regularization importance; do \
+	for name in overhead claims faults api load batched end_to_end regularization importance racing; do \
 		$(PY) -m benchmarks.$$name || exit 1; done

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sweep.definition.spec import SweepSpec
+from sweep.definition.statistics import Summary
 from sweep.errors import InvalidToken
 from sweep.service.sweeps import SweepProgress
 from sweep.service.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
-from sweep.store.results import Configuration, EvaluationRun, TrialResult
+from sweep.store.results import Answer, Baseline, Configuration, EvaluationRun, TrialResult
 from sweep.store.tables import utcnow
 
 
@@ -76,6 +77,8 @@ class SweepOut(BaseModel):
     baseline: bool
     reevaluate_top: int
     reevaluate_seeds: int
+    race: bool
+    race_seeds: int
     test_split: bool
     configurations_started: int = Field(description="configurations tried so far (the budget)")
     trials: dict[str, int] = Field(description="number of trials per Optuna state")
@@ -110,6 +113,8 @@ class SweepOut(BaseModel):
             baseline=s.baseline,
             reevaluate_top=s.reevaluate_top,
             reevaluate_seeds=s.reevaluate_seeds,
+            race=s.race,
+            race_seeds=s.race_seeds,
             test_split=s.test_split,
             configurations_started=progress.configurations,
             trials=progress.counts,
@@ -150,18 +155,55 @@ class TrialOut(BaseModel):
         return TrialOut.model_validate(r, from_attributes=True)
 
 
-class ConfigurationOut(TrialOut):
-    """A configuration: its search trial, and its best validation loss over every seed it ran."""
+class FreshStats(BaseModel):
+    """Statistics over fresh seeds: runs that did not select the configuration, so unbiased."""
 
-    mean: float = Field(description="mean over seeds of the best validation loss; ranks /top")
+    fresh_mean: float | None = Field(
+        description="mean best validation loss over the fresh seeds; ranks /top once re-evaluated"
+    )
+    fresh_std: float | None = Field(description="sample standard deviation (null below 2 seeds)")
+    fresh_seeds: int = Field(description="fresh seeds behind fresh_mean (0 before re-evaluation)")
+    ci95: tuple[float, float] | None = Field(
+        description="95% interval of the mean, [low, high], Student-t (null below 2 seeds)"
+    )
+
+    @staticmethod
+    def fields_of(summary: Summary) -> dict[str, Any]:
+        return {
+            "fresh_mean": summary.mean,
+            "fresh_std": summary.std,
+            "fresh_seeds": summary.n,
+            "ci95": summary.ci95,
+        }
+
+
+class ConfigurationOut(TrialOut, FreshStats):
+    """A configuration: its search trial, and its best validation loss over every seed it ran.
+
+    ``value`` is the search run's: the *selection run*, the one the configuration
+    was picked for, so it is biased low. Re-evaluated configurations rank by
+    ``fresh_mean``, over seeds that played no part in picking them.
+    """
+
+    selection_run: bool = Field(
+        True, description="always true: value is the search run that selected this configuration"
+    )
+    ranked_by: Literal["fresh_mean", "value"] = Field(
+        description="fresh_mean once re-evaluated, else the selection run's value"
+    )
+    mean: float = Field(description="mean over every run, the selection run included (biased low)")
     std: float | None = Field(description="sample standard deviation over seeds (null from one)")
     seeds: int = Field(description="runs behind the mean: 1 until re-evaluation has finished")
-    seed_values: list[float] = Field(description="best validation loss per run, search run first")
+    seed_values: list[float] = Field(
+        description="best validation loss per run: the selection run first, then fresh seeds"
+    )
 
     @classmethod
     def from_configuration(cls, c: Configuration) -> ConfigurationOut:
         return cls(
             **TrialOut.from_result(c.trial).model_dump(),
+            **FreshStats.fields_of(c.fresh_summary),
+            ranked_by="fresh_mean" if c.fresh else "value",
             mean=c.mean,
             std=c.std,
             seeds=c.seeds,
@@ -191,6 +233,37 @@ class EvaluationOut(BaseModel):
         )
 
 
+class BaselineOut(EvaluationOut, FreshStats):
+    """The unregularized baseline: its run on the first seed, and statistics over all its seeds.
+
+    It trains on the same fresh seeds as the re-evaluated configurations, so
+    /best compares it to the best configuration seed by seed (paired).
+    """
+
+    seed_values: dict[str, float] = Field(description="best validation loss per seed")
+
+    @classmethod
+    def from_baseline(cls, baseline: Baseline | None) -> BaselineOut | None:
+        if baseline is None:
+            return None
+        first = EvaluationOut.from_run(baseline.runs[0])
+        assert first is not None
+        return cls(
+            **first.model_dump(),
+            **FreshStats.fields_of(baseline.summary),
+            seed_values={str(s): v for s, v in baseline.by_seed.items()},
+        )
+
+
+class RunnerUpOut(BaseModel):
+    """The second-best configuration, the one the best must be told apart from."""
+
+    number: int
+    params: dict[str, Any]
+    fresh_mean: float | None
+    ci95: tuple[float, float] | None
+
+
 class TestOut(BaseModel):
     """The chosen configuration on the held-out test split, at its best validation epoch."""
 
@@ -201,11 +274,46 @@ class TestOut(BaseModel):
 
 
 class BestOut(ConfigurationOut):
-    """The best configuration, the unregularized baseline beside it, and its test result."""
+    """The best configuration, how sure that is, the baseline beside it, and its test result."""
 
     evaluation: str = Field(description="search, reevaluation, test or done")
-    baseline: EvaluationOut | None = Field(description="p=0, λ=0; null until it has run")
+    runner_up: RunnerUpOut | None = Field(description="the second-best configuration, if any")
+    p_value: float | None = Field(
+        description="Welch's t-test of the best against the runner-up over their fresh seeds "
+        "(null below 2 fresh seeds each)"
+    )
+    decided: bool = Field(
+        description="p_value < 0.05: the best is told apart from the runner-up; false: "
+        "indistinguishable from it on the seeds run so far"
+    )
+    baseline: BaselineOut | None = Field(description="p=0, λ=0; null until it has run")
+    baseline_p_value: float | None = Field(
+        description="paired t-test of the best against the baseline on the seeds they share"
+    )
     test: TestOut | None = Field(description="with test_split: null until measured")
+
+    @classmethod
+    def from_answer(cls, answer: Answer, evaluation: str, test: TestOut | None) -> BestOut:
+        second = answer.runner_up
+        runner_up = None
+        if second is not None:
+            summary = second.fresh_summary
+            runner_up = RunnerUpOut(
+                number=second.trial.number,
+                params=second.trial.params,
+                fresh_mean=summary.mean,
+                ci95=summary.ci95,
+            )
+        return cls(
+            **ConfigurationOut.from_configuration(answer.best).model_dump(),
+            evaluation=evaluation,
+            runner_up=runner_up,
+            p_value=answer.p_value,
+            decided=answer.decided,
+            baseline=BaselineOut.from_baseline(answer.baseline),
+            baseline_p_value=answer.baseline_p_value,
+            test=test,
+        )
 
 
 class TaskOut(BaseModel):

@@ -106,9 +106,19 @@ def test_ls_show_best_and_importance_print_tables_and_json(cli: Cli) -> None:
     assert json.loads(cli.run("show", "done", "--json").out)["trials"] == {"COMPLETE": 6}
 
     top = json.loads(cli.run("best", "done", "-k", "3", "--json").out)
-    assert [t["value"] for t in top] == sorted(t["value"] for t in top) and len(top) == 3
+    assert [t["fresh_mean"] for t in top] == sorted(t["fresh_mean"] for t in top)
+    assert len(top) == 3
     table = cli.run("best", "done", "-k", "3").out
     assert all(str(t["number"]) in table and f"{t['value']:.4f}" in table for t in top)
+    assert all(f"{t['fresh_mean']:.4f}" in table for t in top)
+    best = json.loads(cli.run("best", "done", "--json").out)
+    assert best["number"] == top[0]["number"] and best["runner_up"]["number"] == top[1]["number"]
+    said = cli.run("best", "done").out
+    if best["decided"]:
+        assert f"decided: trial {best['number']} beats trial {top[1]['number']}" in said
+    else:
+        assert f"indistinguishable from trial {top[1]['number']}" in said
+    assert "unregularized baseline (p=0, λ=0) over 3 seed(s)" in said
 
     found = json.loads(cli.run("importance", "done", "--json").out)
     assert set(found["importances"]) == {"dropout", "weight_decay"} and found["trials"] == 6

@@ -12,7 +12,6 @@ from api.schemas import (
     BestOut,
     ConfigurationOut,
     ErrorOut,
-    EvaluationOut,
     ImportanceOut,
     SweepCreate,
     SweepExtend,
@@ -95,11 +94,12 @@ def get_sweep(name: SweepName, session: SessionDep, conn: ConnectionDep) -> Swee
 def best(name: SweepName, session: SessionDep, conn: ConnectionDep) -> BestOut:
     """The best configuration so far (404 until a trial completes), with the baseline beside it.
 
-    Ranked by the mean over seeds once re-evaluation has finished (``seeds`` > 1).
+    Ranked by the mean over fresh seeds once re-evaluation has finished, with
+    the runner-up, the p-values against it and the baseline, and ``decided``.
     """
     sweep = sweeps.get_sweep(session, name)
-    chosen = results.best_configuration(conn, sweep)
     runs = results.evaluation_runs(conn, sweep)
+    answer = results.best_answer(conn, sweep, runs)
     test_run = results.finished_run(runs, Kind.TEST)
     test = None
     if test_run is not None and "test_loss" in test_run.metrics:
@@ -109,12 +109,7 @@ def best(name: SweepName, session: SessionDep, conn: ConnectionDep) -> BestOut:
             epoch=test_run.metrics["epoch"],
             seed=test_run.seed,
         )
-    return BestOut(
-        **ConfigurationOut.from_configuration(chosen).model_dump(),
-        evaluation=results.evaluation_stage(conn, sweep),
-        baseline=EvaluationOut.from_run(results.finished_run(runs, Kind.BASELINE)),
-        test=test,
-    )
+    return BestOut.from_answer(answer, results.evaluation_stage(conn, sweep), test)
 
 
 @router.get("/{name}/top", response_model=list[ConfigurationOut], responses=ERRORS)

@@ -213,14 +213,60 @@ def best(
     api_url: ApiOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the best configuration(s) found so far."""
-    rows = Api(api_url).request("GET", f"/v1/sweeps/{name}/top", params={"k": k})
+    """Print the best configuration(s) found so far, and whether the best is told apart.
+
+    With -k 1 (the default) the JSON is /best's: with the runner-up, the
+    p-values and ``decided``.
+    """
+    client = Api(api_url)
+    if k == 1:
+        found = client.request("GET", f"/v1/sweeps/{name}/best")
+        if as_json:
+            console.print_json(data=found)
+            return
+        console.print(_trials_table([found]))
+        for line in verdict_lines(found):
+            console.print(line)
+        return
+    rows = client.request("GET", f"/v1/sweeps/{name}/top", params={"k": k})
     if not rows:
         fail(f"no trial of sweep {name!r} has completed yet")
     if as_json:
-        console.print_json(data=rows if k > 1 else rows[0])
+        console.print_json(data=rows)
         return
     console.print(_trials_table(rows))
+
+
+def _interval(ci95: list[float] | None) -> str:
+    return f"[{ci95[0]:.4f}, {ci95[1]:.4f}]" if ci95 else "-"
+
+
+def verdict_lines(best: dict[str, Any]) -> list[str]:
+    """What /best says about how sure it is: against the runner-up, then the baseline."""
+    lines = []
+    second = best.get("runner_up")
+    p = best.get("p_value")
+    if second is not None:
+        against = f"trial {second['number']} (fresh mean "
+        against += "-" if second["fresh_mean"] is None else f"{second['fresh_mean']:.4f}"
+        against += f", 95% CI {_interval(second['ci95'])})"
+        if best.get("decided"):
+            lines.append(f"decided: trial {best['number']} beats {against}, p = {p:.3g}")
+        elif p is None:
+            lines.append(
+                f"indistinguishable from {against}: too few fresh seeds to test (need 2 each)"
+            )
+        else:
+            lines.append(f"indistinguishable from {against}: p = {p:.3g} ≥ 0.05")
+    baseline = best.get("baseline")
+    if baseline and baseline.get("fresh_mean") is not None:
+        p_base = best.get("baseline_p_value")
+        test = f", paired p = {p_base:.3g}" if p_base is not None else ""
+        lines.append(
+            f"unregularized baseline (p=0, λ=0) over {baseline['fresh_seeds']} seed(s): "
+            f"val loss {baseline['fresh_mean']:.4f}, 95% CI {_interval(baseline['ci95'])}{test}"
+        )
+    return lines
 
 
 @app.command()
@@ -238,15 +284,28 @@ def plot(
 
 def _trials_table(rows: list[dict[str, Any]]) -> Table:
     params = sorted({p for r in rows for p in r["params"]})
-    table = Table("trial", *params, "val loss", "mean ± std (seeds)", "epoch", "val acc", "gap")
+    table = Table(
+        "trial",
+        *params,
+        "val loss (selection run)",
+        "fresh mean ± std (seeds)",
+        "95% CI",
+        "epoch",
+        "val acc",
+        "gap",
+    )
     for r in rows:
         m = r["metrics"]
-        spread = f" ± {r['std']:.4f}" if r.get("std") is not None else ""
+        fresh = "-"
+        if r.get("fresh_mean") is not None:
+            spread = f" ± {r['fresh_std']:.4f}" if r.get("fresh_std") is not None else ""
+            fresh = f"{r['fresh_mean']:.4f}{spread} ({r['fresh_seeds']})"
         table.add_row(
             str(r["number"]),
             *(f"{r['params'][p]:.4g}" for p in params),
             f"{r['value']:.4f}",
-            f"{r.get('mean', r['value']):.4f}{spread} ({r.get('seeds', 1)})",
+            fresh,
+            _interval(r.get("ci95")),
             str(r["epoch"]),
             f"{m.get('val_accuracy', float('nan')):.3f}",
             f"{m.get('generalization_gap', float('nan')):.3f}",
@@ -324,13 +383,8 @@ def watch_sweep(client: Api, name: str, interval: float = 1.0) -> dict[str, Any]
         fail(f"sweep {name} failed: {s['error']}")
     if top:
         console.print(_trials_table([top]))
-        baseline = top.get("baseline")
-        if baseline and baseline.get("value") is not None:
-            console.print(
-                f"unregularized baseline (p=0, λ=0, seed {baseline['seed']}): "
-                f"val loss {baseline['value']:.4f}; best: {top['mean']:.4f} "
-                f"over {top['seeds']} seed(s)"
-            )
+        for line in verdict_lines(top):
+            console.print(line)
     return dict(s)
 
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 EVALUATION_SUFFIX = ".eval"
 STAGE_KEY = "stage"  # the evaluation study's user attribute holding its Stage
+RACE_DROPPED_KEY = "race_dropped"  # configurations out of the race -> fresh seeds they had
 
 
 class Stage(StrEnum):

@@ -72,7 +72,10 @@ class SweepSpec(BaseModel):
     baseline: bool = Field(
         True,
         strict=True,
-        description="also train the unregularized baseline (p=0, λ=0) once, for the chart",
+        description=(
+            "also train the unregularized baseline (p=0, λ=0) on the re-evaluation seeds, "
+            "for the chart and a paired test against the best"
+        ),
     )
     reevaluate_top: int = Field(
         3,
@@ -83,6 +86,18 @@ class SweepSpec(BaseModel):
     )
     reevaluate_seeds: int = Field(
         3, ge=1, le=20, strict=True, description="further seeds per re-evaluation"
+    )
+    race: bool = Field(
+        False,
+        strict=True,
+        description=(
+            "after the fixed re-evaluation, add a seed per round to every configuration "
+            "still in the race, dropping those whose 95% interval lies above the leader's, "
+            "until the leader is decided or race_seeds are spent"
+        ),
+    )
+    race_seeds: int = Field(
+        10, ge=2, le=50, strict=True, description="most fresh seeds per configuration in a race"
     )
     test_split: bool = Field(
         False,

@@ -3,10 +3,11 @@
 They live in a sibling Optuna study, ``<sweep>.eval``, so the sampler never sees
 them and they never count against the budget or the search's ranking. Workers
 claim them with the same lease, heartbeat and retry machinery as search trials,
-once the sweep's budget is handed out. Each trial says what it is in its user
-attributes: ``kind`` (baseline, reevaluation or test), ``params``, ``seed`` and,
-for re-evaluations and the test run, ``trial_number`` (the search trial whose
-params it re-trains).
+once the sweep's budget is handed out. The baseline runs on the same seeds as
+the re-evaluations, so the two are compared seed by seed (paired). Each trial
+says what it is in its user attributes: ``kind`` (baseline, reevaluation or
+test), ``params``, ``seed`` and, for re-evaluations and the test run,
+``trial_number`` (the search trial whose params it re-trains).
 
 The evaluation study's ``stage`` attribute moves search → reevaluation → test →
 done under the sweep's claim lock, so concurrent workers plan each step once:
@@ -14,13 +15,19 @@ done under the sweep's claim lock, so concurrent workers plan each step once:
 - search: the baseline may run (it needs no result of the search);
 - reevaluation: once every search trial has finished, the ``reevaluate_top``
   best configurations are queued on ``reevaluate_seeds`` further seeds each;
+- with ``race``, while re-evaluation lasts: once a round has finished, the
+  configurations whose 95% interval lies wholly above the leader's drop out
+  (recorded in the study's ``race_dropped``: number -> fresh seeds it had) and
+  the others, and the baseline, get the next seed (``race_round`` on the trial),
+  until the leader is decided against the runner-up or ``race_seeds`` are spent;
 - test: once those have finished, the chosen configuration (best mean over
-  seeds) is trained once more with the test split measured at its best epoch;
+  fresh seeds) is trained once more with the test split measured at its best epoch;
 - done: the sweep completes when no evaluation trial is waiting or running.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -30,15 +37,22 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
-from sweep.definition.evaluation import STAGE_KEY, Kind, Stage, evaluation_study_name
+from sweep.definition.evaluation import (
+    RACE_DROPPED_KEY,
+    STAGE_KEY,
+    Kind,
+    Stage,
+    evaluation_study_name,
+)
 from sweep.definition.space import Space
+from sweep.definition.statistics import race_step
 from sweep.definition.status import ACTIVE_STATUSES
 from sweep.scheduler.claims import Claim
 from sweep.store import queries
 from sweep.store.locks import locked_sweep
 from sweep.store.optuna_compat import trial_id
 from sweep.store.optuna_storage import storage_for
-from sweep.store.results import top_configurations
+from sweep.store.results import evaluation_runs, top_configurations
 from sweep.store.tables import Sweep
 
 
@@ -51,11 +65,6 @@ def evaluation_seeds(sweep: Sweep) -> list[int]:
     """
     first = sweep.seed + sweep.n_trials
     return [first + j for j in range(sweep.reevaluate_seeds)]
-
-
-def baseline_seed(sweep: Sweep) -> int:
-    """The baseline trains on the first evaluation seed, like every re-evaluated configuration."""
-    return sweep.seed + sweep.n_trials
 
 
 def baseline_params(sweep: Sweep) -> dict[str, float]:
@@ -74,7 +83,8 @@ def create_evaluation_study(storage: RDBStorage, sweep: Sweep) -> None:
     study.set_user_attr(STAGE_KEY, Stage.SEARCH)
     study.set_user_attr("sweep", sweep.name)
     if sweep.baseline:
-        _queue(study, Kind.BASELINE, baseline_params(sweep), baseline_seed(sweep))
+        for seed in evaluation_seeds(sweep):  # the leaders' fresh seeds: paired with them
+            _queue(study, Kind.BASELINE, baseline_params(sweep), seed)
 
 
 def _queue(
@@ -83,10 +93,13 @@ def _queue(
     params: dict[str, Any],
     seed: int,
     trial_number: int | None = None,
+    race_round: int | None = None,
 ) -> None:
     attrs: dict[str, Any] = {"kind": kind, "params": params, "seed": seed}
     if trial_number is not None:
         attrs["trial_number"] = trial_number
+    if race_round is not None:
+        attrs["race_round"] = race_round
     study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs))
 
 
@@ -158,6 +171,8 @@ def _advance(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) 
     if stage == Stage.REEVALUATION:
         if _busy(conn, eval_id, Kind.REEVALUATION):
             return
+        if sweep.race and _race_round(conn, study, sweep, eval_id):
+            return  # another round is queued
         chosen = top_configurations(conn, sweep, 1) if sweep.test_split else []
         if not chosen:
             _set_stage(study, Stage.DONE)
@@ -169,6 +184,35 @@ def _advance(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) 
         stage = _set_stage(study, Stage.TEST)
     if stage == Stage.TEST and not _busy(conn, eval_id, Kind.TEST):
         _set_stage(study, Stage.DONE)
+
+
+def _race_round(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) -> bool:
+    """Drop the configurations out of the race that lost it, and queue the next seed for
+    the others (and the baseline, to stay paired); False when the race is over."""
+    runs = [r for r in evaluation_runs(conn, sweep) if r.kind == Kind.REEVALUATION]
+    dropped: dict[str, int] = dict(queries.study_user_attr(conn, eval_id, RACE_DROPPED_KEY) or {})
+    fresh: dict[int, dict[int, float]] = {}
+    params: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        if run.trial_number is None or str(run.trial_number) in dropped:
+            continue
+        params[run.trial_number] = run.params
+        if run.value is not None and math.isfinite(run.value):
+            fresh.setdefault(run.trial_number, {})[run.seed] = run.value
+    alive = {n: [v[s] for s in sorted(v)] for n, v in fresh.items()}
+    step = race_step(alive, sweep.race_seeds)
+    if step.dropped:
+        dropped.update({str(n): len(alive[n]) for n in step.dropped})
+        study.set_user_attr(RACE_DROPPED_KEY, dropped)
+    first = evaluation_seeds(sweep)[0]
+    seed = max((r.seed for r in runs), default=first - 1) + 1
+    if step.over or seed - first >= sweep.race_seeds:
+        return False
+    for number in sorted(set(alive) - set(step.dropped)):
+        _queue(study, Kind.REEVALUATION, params[number], seed, number, seed - first)
+    if sweep.baseline:
+        _queue(study, Kind.BASELINE, baseline_params(sweep), seed, race_round=seed - first)
+    return True
 
 
 def _set_stage(study: optuna.Study, stage: str) -> str:

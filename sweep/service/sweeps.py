@@ -54,6 +54,8 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
         baseline=spec.baseline,
         reevaluate_top=spec.reevaluate_top,
         reevaluate_seeds=spec.reevaluate_seeds,
+        race=spec.race,
+        race_seeds=spec.race_seeds,
         test_split=spec.test_split,
         status=SweepStatus.QUEUED,
         created_at=utcnow(),

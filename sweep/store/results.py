@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
 from sweep.definition.evaluation import STAGE_KEY, Kind, Stage, evaluation_study_name
+from sweep.definition.statistics import (
+    Summary,
+    decided,
+    paired_p_value,
+    summarize,
+    welch_p_value,
+)
 from sweep.errors import NoResultYet, NotFound
 from sweep.store import queries
 from sweep.store.tables import Sweep
@@ -76,11 +83,24 @@ def study_id_of(conn: Connection, sweep: Sweep) -> int:
 
 @dataclass(frozen=True)
 class Configuration:
-    """A configuration the search found, with its best validation loss on every seed it ran."""
+    """A configuration the search found, with its best validation loss on every seed it ran.
+
+    The search run is the *selection* run: the configuration was picked for it,
+    so it is biased low. Only the fresh seeds of re-evaluation rank it.
+    """
 
     trial: TrialResult  # the search trial that found it
     seed: int  # that trial's seed
-    values: tuple[float, ...]  # the search run's first, then each re-evaluation's
+    fresh: dict[int, float] = field(default_factory=dict)  # re-evaluation seed -> its value
+
+    @property
+    def selection_value(self) -> float:
+        return float(self.trial.value or 0.0)
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """Every run's value: the search run's first, then each fresh seed's in seed order."""
+        return (self.selection_value, *(self.fresh[s] for s in sorted(self.fresh)))
 
     @property
     def seeds(self) -> int:
@@ -94,6 +114,21 @@ class Configuration:
     def std(self) -> float | None:
         """Sample standard deviation over seeds; None from a single seed."""
         return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def fresh_values(self) -> list[float]:
+        return [self.fresh[s] for s in sorted(self.fresh)]
+
+    @property
+    def fresh_summary(self) -> Summary:
+        """Mean, std and 95% interval over the fresh seeds alone: the unbiased estimate."""
+        return summarize(self.fresh_values)
+
+    @property
+    def ranking_value(self) -> float:
+        """What /top ranks by: the fresh mean once re-evaluated, else the search run."""
+        mean = self.fresh_summary.mean
+        return self.selection_value if mean is None else mean
 
 
 @dataclass(frozen=True)
@@ -153,14 +188,15 @@ def top_configurations(conn: Connection, sweep: Sweep, k: int) -> list[Configura
 
     Until re-evaluation has finished, by the search run's validation loss (one
     seed each). After it, the re-evaluated configurations come first, ranked by
-    their mean over seeds, then the others by their single value.
+    their mean over the fresh seeds alone (the search run, which picked them, is
+    left out: it is biased low), then the others by their search run.
     """
-    extra: dict[int, list[float]] = {}
+    extra: dict[int, dict[int, float]] = {}
     if evaluation_stage(conn, sweep) in (Stage.TEST, Stage.DONE):
         for run in evaluation_runs(conn, sweep):
             ok = run.value is not None and math.isfinite(run.value)
             if run.kind == Kind.REEVALUATION and ok and run.trial_number is not None:
-                extra.setdefault(int(run.trial_number), []).append(float(run.value or 0.0))
+                extra.setdefault(int(run.trial_number), {})[run.seed] = float(run.value or 0.0)
     study = study_id_of(conn, sweep)
     # every re-evaluated configuration, wherever its search run ranks, and the best k overall
     reevaluated = queries.trial_ids_by_number(conn, study, list(extra))
@@ -169,11 +205,11 @@ def top_configurations(conn: Connection, sweep: Sweep, k: int) -> list[Configura
         Configuration(
             trial=t,
             seed=t.seed if t.seed is not None else sweep.seed + t.number,
-            values=(float(t.value or 0.0), *extra.get(t.number, ())),
+            fresh=extra.get(t.number, {}),
         )
         for t in _results(conn, ids, SUMMARY_ATTRS)
     ]
-    configurations.sort(key=lambda c: (c.trial.number not in extra, c.mean, c.trial.number))
+    configurations.sort(key=lambda c: (not c.fresh, c.ranking_value, c.trial.number))
     return configurations[:k]
 
 
@@ -183,6 +219,76 @@ def best_configuration(conn: Connection, sweep: Sweep) -> Configuration:
     if not best:
         raise NoResultYet(f"no trial of sweep {sweep.name!r} has completed yet; try again later")
     return best[0]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The unregularized baseline's runs, one per evaluation seed (the leaders' fresh seeds)."""
+
+    runs: list[EvaluationRun]  # completed, in seed order
+
+    @property
+    def by_seed(self) -> dict[int, float]:
+        return {r.seed: float(r.value or 0.0) for r in self.runs}
+
+    @property
+    def summary(self) -> Summary:
+        return summarize([float(r.value or 0.0) for r in self.runs])
+
+
+def baseline_of(runs: list[EvaluationRun]) -> Baseline | None:
+    """The completed baseline runs among ``runs``; None before one has finished."""
+    done = [
+        r
+        for r in runs
+        if r.kind == Kind.BASELINE and r.value is not None and math.isfinite(r.value)
+    ]
+    return Baseline(sorted(done, key=lambda r: r.seed)) if done else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The best configuration and how sure it is: against the runner-up and the baseline."""
+
+    best: Configuration
+    runner_up: Configuration | None
+    baseline: Baseline | None
+    p_value: float | None  # Welch's t-test, best vs runner-up over their fresh seeds
+    baseline_p_value: float | None  # paired t-test, best vs baseline on the seeds they share
+
+    @property
+    def decided(self) -> bool:
+        """Whether the best is told apart from the runner-up (p < 0.05)."""
+        return decided(self.p_value)
+
+
+def compare(
+    best: Configuration, runner_up: Configuration | None, baseline: Baseline | None
+) -> Answer:
+    """The p-values of ``best`` against the runner-up and the baseline (no database)."""
+    p_value = None
+    if runner_up is not None:
+        p_value = welch_p_value(best.fresh_values, runner_up.fresh_values)
+    baseline_p_value = None
+    if baseline is not None:
+        shared = sorted(set(best.fresh) & set(baseline.by_seed))
+        baseline_p_value = paired_p_value(
+            [best.fresh[s] for s in shared], [baseline.by_seed[s] for s in shared]
+        )
+    return Answer(best, runner_up, baseline, p_value, baseline_p_value)
+
+
+def best_answer(conn: Connection, sweep: Sweep, runs: list[EvaluationRun] | None = None) -> Answer:
+    """The best configuration, its runner-up, the baseline and the tests between them.
+
+    NoResultYet before a trial has completed. ``runs``: the evaluation runs, if
+    the caller has read them already.
+    """
+    top = top_configurations(conn, sweep, 2)
+    if not top:
+        raise NoResultYet(f"no trial of sweep {sweep.name!r} has completed yet; try again later")
+    runs = evaluation_runs(conn, sweep) if runs is None else runs
+    return compare(top[0], top[1] if len(top) > 1 else None, baseline_of(runs))
 
 
 def trial_page(

@@ -44,6 +44,8 @@ class Sweep(Base):
     baseline: Mapped[bool] = mapped_column(Boolean, default=True)
     reevaluate_top: Mapped[int] = mapped_column(Integer, default=3)
     reevaluate_seeds: Mapped[int] = mapped_column(Integer, default=3)
+    race: Mapped[bool] = mapped_column(Boolean, default=False)
+    race_seeds: Mapped[int] = mapped_column(Integer, default=10)
     test_split: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), index=True, default=SweepStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

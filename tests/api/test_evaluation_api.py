@@ -42,14 +42,15 @@ def test_baseline_and_reevaluations_run_after_the_budget_outside_the_search(
     assert sweep["status"] == "completed"
     assert sweep["configurations_started"] == 5  # the budget is the search's alone
     assert sum(sweep["trials"].values()) == 5
-    assert sweep["evaluations"] == {"COMPLETE": 1 + 2 * 3}
+    assert sweep["evaluations"] == {"COMPLETE": 3 + 2 * 3}
 
     search = trials_of(settings, "ev")
     evaluation = trials_of(settings, "ev.eval")
     assert all(t.state == TrialState.COMPLETE for t in evaluation)
-    [baseline] = [t for t in evaluation if t.user_attrs["kind"] == "baseline"]
-    assert baseline.user_attrs["params"] == {"dropout": 0.0, "weight_decay": 0.0}
-    assert baseline.user_attrs["seed"] == 7 + 5
+    baselines = [t for t in evaluation if t.user_attrs["kind"] == "baseline"]
+    assert all(t.user_attrs["params"] == {"dropout": 0.0, "weight_decay": 0.0} for t in baselines)
+    # on the leaders' fresh seeds, so the two pair seed by seed
+    assert sorted(t.user_attrs["seed"] for t in baselines) == [12, 13, 14]
     reevaluations = [t for t in evaluation if t.user_attrs["kind"] == "reevaluation"]
     search_seeds = {t.user_attrs["seed"] for t in search}
     assert search_seeds == {7 + n for n in range(5)}
@@ -66,17 +67,42 @@ def test_baseline_and_reevaluations_run_after_the_budget_outside_the_search(
 
     top = client.get("/v1/sweeps/ev/top", params={"k": 4}).json()
     assert [t["seeds"] for t in top] == [4, 4, 1, 1]
-    assert [t["mean"] for t in top[:2]] == sorted(t["mean"] for t in top[:2])
+    assert [t["fresh_seeds"] for t in top] == [3, 3, 0, 0]
+    assert [t["ranked_by"] for t in top] == ["fresh_mean", "fresh_mean", "value", "value"]
+    # ranked by the fresh seeds alone: the search run that selected them is left out
+    assert top[0]["fresh_mean"] <= top[1]["fresh_mean"]
     for row in top[:2]:
-        runs = [search[row["number"]].value] + [
-            t.value for t in reevaluations if t.user_attrs["trial_number"] == row["number"]
-        ]
-        assert row["seed_values"] == runs
-        assert row["mean"] == pytest.approx(statistics.fmean(runs))
-        assert row["std"] == pytest.approx(statistics.stdev(runs))
+        by_seed = {
+            t.user_attrs["seed"]: t.value
+            for t in reevaluations
+            if t.user_attrs["trial_number"] == row["number"]
+        }
+        fresh = [by_seed[s] for s in sorted(by_seed)]
+        assert row["value"] == search[row["number"]].value and row["selection_run"]
+        assert row["seed_values"] == [row["value"], *fresh]
+        assert row["mean"] == pytest.approx(statistics.fmean(row["seed_values"]))
+        assert row["fresh_mean"] == pytest.approx(statistics.fmean(fresh))
+        assert row["fresh_std"] == pytest.approx(statistics.stdev(fresh))
+        low, high = row["ci95"]
+        half = 4.302652729749462 * statistics.stdev(fresh) / 3**0.5  # t(0.975, 2)
+        assert (low, high) == pytest.approx((row["fresh_mean"] - half, row["fresh_mean"] + half))
+    assert top[2]["fresh_mean"] is None and top[2]["ci95"] is None
+
     best = client.get("/v1/sweeps/ev/best").json()
     assert best["number"] == top[0]["number"] and best["evaluation"] == "done"
-    assert best["baseline"]["seed"] == 12 and best["baseline"]["value"] == baseline.value
+    assert best["runner_up"] == {
+        "number": top[1]["number"],
+        "params": top[1]["params"],
+        "fresh_mean": top[1]["fresh_mean"],
+        "ci95": top[1]["ci95"],
+    }
+    assert 0 <= best["p_value"] <= 1 and best["decided"] == (best["p_value"] < 0.05)
+    base = best["baseline"]
+    assert base["seed"] == 12 and base["fresh_seeds"] == 3 and len(base["ci95"]) == 2
+    assert base["seed_values"] == {str(t.user_attrs["seed"]): t.value for t in baselines}
+    assert base["fresh_mean"] == pytest.approx(statistics.fmean(t.value for t in baselines))
+    # the synthetic baseline (p=0, λ=0) is far worse on every shared seed
+    assert base["fresh_mean"] > best["fresh_mean"] and best["baseline_p_value"] < 0.05
     assert best["test"] is None
 
 
@@ -117,7 +143,7 @@ def test_until_reevaluation_finishes_best_says_one_seed(
 def test_a_released_evaluation_trial_comes_back_as_itself(
     client: TestClient, settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    create(client, "handback", n_trials=1, reevaluate_top=0)
+    create(client, "handback", n_trials=1, reevaluate_top=0, reevaluate_seeds=1)
     with factory() as session:
         sweep_id = sweeps.get_sweep(session, "handback").id
     search = claim_trial(settings, factory, sweep_id, "w")
@@ -140,6 +166,9 @@ def test_no_evaluation_when_switched_off(client: TestClient, settings: Settings)
     assert sweep["status"] == "completed" and sweep["evaluations"] == {}
     best = client.get("/v1/sweeps/plain/best").json()
     assert best["seeds"] == 1 and best["baseline"] is None
+    # one run each, all of them selection runs: nothing to test, so nothing decided
+    assert best["fresh_seeds"] == 0 and best["runner_up"]["fresh_mean"] is None
+    assert best["p_value"] is None and best["decided"] is False
 
 
 def test_test_split_is_measured_once_for_the_chosen_configuration(
