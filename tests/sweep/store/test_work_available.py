@@ -1,4 +1,4 @@
-"""The view sweep_work_available (migration 0007) counts exactly the trials workers can claim.
+"""The view sweep_work_available (migration 0008) counts exactly the trials workers can claim.
 
 KEDA scales the worker Deployment on this view and the API's /metrics serves it as
 the gauge ``sweep_work_available``, so it must agree with ``claim_trial`` and
@@ -53,7 +53,7 @@ def test_the_view_counts_the_trials_workers_then_claim(
 
     assert work_available() == (0, 0)  # an empty store: scale to zero
 
-    queued = make_sweep(settings, factory, "queued", n_trials=3)  # + its baseline
+    queued = make_sweep(settings, factory, "queued", n_trials=3)  # + its baseline runs
     running = make_sweep(settings, factory, "running", n_trials=3)
     held = claim_trial(settings, factory, running, "w")  # a trial in training
     assert held is not None
@@ -71,7 +71,8 @@ def test_the_view_counts_the_trials_workers_then_claim(
         set_status(session, completed, SweepStatus.COMPLETED, only_from=(SweepStatus.QUEUED,))
 
     available, in_training = work_available()
-    assert (available, in_training) == (4 + 3 + 2, 1)
+    # the baseline runs on each of the 3 evaluation seeds (paired with the re-evaluations)
+    assert (available, in_training) == (6 + 5 + 2, 1)
     assert _gauge(settings) == available
 
     claimed = {
@@ -79,8 +80,8 @@ def test_the_view_counts_the_trials_workers_then_claim(
         for name, sweep_id in {"queued": queued, "running": running, "retried": retried}.items()
     }
     assert {name: len(claims) for name, claims in claimed.items()} == {
-        "queued": 4,  # 3 configurations and the baseline
-        "running": 3,  # the 2 configurations left and the baseline
+        "queued": 6,  # 3 configurations and the baseline on 3 seeds
+        "running": 5,  # the 2 configurations left and the baseline on 3 seeds
         "retried": 2,  # the retry (attempt 2) and the one configuration left
     }
     assert sorted(claim.attempt for claim in claimed["retried"]) == [1, 2]

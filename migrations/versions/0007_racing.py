@@ -1,6 +1,6 @@
 """Racing: re-evaluate the leaders in rounds until the best is told apart.
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0005 (for now: 0006 and 0007 are being added on other branches; rechain at merge)
 Create Date: 2026-12-02
 """
@@ -8,8 +8,8 @@ Create Date: 2026-12-02
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0007"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """A view answering "how many trials could workers start now?", for autoscalers.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02
 
 KEDA's postgresql trigger (deploy/k8s) and the API's ``sweep_work_available``
@@ -16,8 +16,8 @@ the RUNNING trials of those sweeps, so an autoscaler can ask for
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0005"  # TODO(merge): "0006" once the pool-size migration lands
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
