@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sweep.definition.spec import SweepSpec
+from sweep.definition.spec import SweepScheduling, SweepSpec
 from sweep.errors import InvalidToken
 from sweep.service.sweeps import SweepProgress
 from sweep.service.tokens import TOKEN_NAME_PATTERN, Role, TokenInfo, parse_duration
@@ -45,6 +45,14 @@ class SweepCreate(SweepSpec):
     )
 
 
+class SweepChange(SweepScheduling):
+    """Body of PATCH /v1/sweeps/{name}: only ``priority`` and ``max_concurrent``."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"priority": 10, "max_concurrent": 4}]}
+    )
+
+
 class SweepOut(BaseModel):
     """A sweep, its status and how far along it is."""
 
@@ -69,6 +77,9 @@ class SweepOut(BaseModel):
     reevaluate_top: int
     reevaluate_seeds: int
     test_split: bool
+    priority: int = Field(description="workers serve the highest priority with work first")
+    max_concurrent: int | None = Field(description="most trials running at once; null: no cap")
+    created_by: int | None = Field(description="id of the API token that created the sweep")
     configurations_started: int = Field(description="configurations tried so far (the budget)")
     trials: dict[str, int] = Field(description="number of trials per Optuna state")
     evaluations: dict[str, int] = Field(
@@ -103,6 +114,9 @@ class SweepOut(BaseModel):
             reevaluate_top=s.reevaluate_top,
             reevaluate_seeds=s.reevaluate_seeds,
             test_split=s.test_split,
+            priority=s.priority,
+            max_concurrent=s.max_concurrent,
+            created_by=s.created_by,
             configurations_started=progress.configurations,
             trials=progress.counts,
             evaluations=progress.evaluations,
