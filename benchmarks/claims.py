@@ -29,11 +29,11 @@ import psycopg
 from benchmarks import overhead
 from benchmarks._common import (
     PG_ADMIN,
-    bench_settings,
     create_sweep,
     fresh_database,
     start_worker,
 )
+from sweep.config import Settings
 from sweep.service import sweeps
 from sweep.store.engine import make_engine, make_session_factory, transaction
 from sweep.worker.loop import Worker
@@ -68,7 +68,9 @@ def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> float:
     with fresh_database(kind) as url:
         for i in range(n_sweeps):
             create_sweep(url, f"s{i}", n_trials=1000, epochs=1, pruner="none", sampler="random")
-        worker = Worker(bench_settings(url), device="cpu")
+        # Leases long enough that no claimed trial (never run here) is reaped mid-measurement.
+        settings = Settings(database_url=url, heartbeat_interval=60, grace_period=600)
+        worker = Worker(settings, device="cpu")
         times = []
         for _ in range(claims + 5):
             started = time.perf_counter()
@@ -91,7 +93,12 @@ def idle_queries_per_second(workers: int = 16, paused: int = 100, seconds: float
         database = url.rsplit("/", 1)[1]
         procs = [start_worker(url, Path(logs) / f"w{i}.log") for i in range(workers)]
         try:
-            time.sleep(8)  # start-up: imports and the schema check
+            deadline = time.monotonic() + 120  # start-up: imports and the schema check
+            while time.monotonic() < deadline and not all(
+                "started on" in (Path(logs) / f"w{i}.log").read_text() for i in range(workers)
+            ):
+                time.sleep(0.5)
+            time.sleep(2)
 
             def committed() -> int:
                 with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

@@ -130,11 +130,24 @@ def test_max_concurrent_holds_with_eight_workers(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
     options = {"task_options": {"epoch_seconds": 0.05}, **QUIET}
-    make_sweep(settings, factory, "capped", n_trials=8, max_concurrent=2, **options)
+    make_sweep(settings, factory, "capped", n_trials=6, max_concurrent=2, **options)
     _run_workers(settings, 8)
     runs = _intervals(settings, "capped")
-    assert len(runs) == 8
+    assert len(runs) == 6
     assert _most_at_once(runs) == 2
+
+
+def test_priority_takes_every_worker_until_its_budget_is_handed_out(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    options = {"task_options": {"epoch_seconds": 0.05}, **QUIET}
+    make_sweep(settings, factory, "low", n_trials=4, **options)
+    make_sweep(settings, factory, "high", n_trials=8, priority=10, **options)
+    _run_workers(settings, 4)
+    high = [start for start, _ in _intervals(settings, "high")]
+    low = [start for start, _ in _intervals(settings, "low")]
+    assert len(high) == 8 and len(low) == 4
+    assert min(low) > max(high)  # the older sweep waited for the whole budget of the newer
 
 
 def test_two_tokens_share_four_workers(settings: Settings, factory: sessionmaker[Session]) -> None:
