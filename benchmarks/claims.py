@@ -36,6 +36,7 @@ from benchmarks._common import (
 from sweep.config import Settings
 from sweep.service import sweeps
 from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.work import sweeps_by_share
 from sweep.worker.loop import Worker
 
 warnings.filterwarnings("ignore")
@@ -62,12 +63,18 @@ def claims_per_second(
         return trials / max((end - start).total_seconds(), 1e-9), doubles
 
 
-def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> float:
-    """Median milliseconds of one worker's claim (choice of sweep included) with
-    ``n_sweeps`` active sweeps."""
+def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> tuple[float, float]:
+    """Median milliseconds of (one worker's claim, choice of sweep included; the choice
+    alone) with ``n_sweeps`` active sweeps."""
     with fresh_database(kind) as url:
         for i in range(n_sweeps):
             create_sweep(url, f"s{i}", n_trials=1000, epochs=1, pruner="none", sampler="random")
+        factory = make_session_factory(make_engine(url))
+        choices = []
+        for _ in range(claims):
+            started = time.perf_counter()
+            sweeps_by_share(factory)
+            choices.append(time.perf_counter() - started)
         # Leases long enough that no claimed trial (never run here) is reaped mid-measurement.
         settings = Settings(database_url=url, heartbeat_interval=60, grace_period=600)
         worker = Worker(settings, device="cpu")
@@ -77,7 +84,7 @@ def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> float:
             assert worker._next_claim() is not None
             times.append(time.perf_counter() - started)
         worker.engine.dispose()
-        return statistics.median(times[5:]) * 1000
+        return statistics.median(times[5:]) * 1000, statistics.median(choices) * 1000
 
 
 def idle_queries_per_second(workers: int = 16, paused: int = 100, seconds: float = 10.0) -> float:
@@ -124,11 +131,12 @@ def idle_queries_per_second(workers: int = 16, paused: int = 100, seconds: float
 def sweeps_column(kinds: tuple[str, ...]) -> None:
     for kind in kinds:
         latency = {n: claim_latency_ms(kind, n) for n in (1, 10, 100)}
-        print(
-            f"{kind:<9} claim latency: "
-            + ", ".join(f"{n} sweeps {ms:.1f} ms" for n, ms in latency.items())
-            + f"  (100 vs 1: {latency[100] / latency[1]:.2f}x)"
-        )
+        for i, what in enumerate(("claim latency", "choice query")):
+            print(
+                f"{kind:<9} {what}: "
+                + ", ".join(f"{n} sweeps {ms[i]:.1f} ms" for n, ms in latency.items())
+                + f"  (100 vs 1: {latency[100][i] / latency[1][i]:.2f}x)"
+            )
     if "postgres" in kinds:
         rate = idle_queries_per_second()
         print(f"postgres  16 idle workers, 100 paused sweeps, poll 0.1 s: {rate:.0f} queries/s")
