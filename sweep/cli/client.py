@@ -128,6 +128,12 @@ def submit(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
+    priority: Annotated[
+        int | None, typer.Option(help="workers serve the highest first [default: 0]")
+    ] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="most trials running at once [default: no cap]")
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -145,6 +151,8 @@ def submit(
         "n_trials": n_trials,
         "sampler_options": sampler_options,
         "pruner_options": pruner_options,
+        "priority": priority,
+        "max_concurrent": max_concurrent,
     }
     body.update(
         name=name,
