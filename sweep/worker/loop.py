@@ -13,7 +13,7 @@ from types import FrameType
 
 from sweep.config import Settings
 from sweep.errors import SchemaNotReady
-from sweep.scheduler.claims import Claim, active_sweeps, claim_trial
+from sweep.scheduler.claims import Claim, claim_trial
 from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
@@ -64,6 +64,7 @@ class Worker:
         self.trials_run = 0
         self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
         self._reaped_at: dict[int, float] = {}
+        self._active_seen = True  # whether the last poll saw a queued or running sweep
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """Finish or release the current trial at the next epoch, then exit."""
@@ -95,7 +96,7 @@ class Worker:
             if claim is None:
                 # Trials still running elsewhere may come back (their worker may die), so
                 # an idle worker exits only once no sweep is active at all.
-                if self.exit_when_idle and not active_sweeps(self.factory):
+                if self.exit_when_idle and not self._active_seen:
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
                 self.stopping.wait(self.settings.poll_interval)
@@ -135,6 +136,7 @@ class Worker:
         """
         for _ in range(CHOOSE_AGAIN):
             found = sweeps_by_share(self.factory)
+            self._active_seen = bool(found)
             self._reap_stale(found)
             claim, stale = self._claim_first(found)
             if claim is not None or not stale:
