@@ -8,10 +8,12 @@ STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install run test lint bench postgres
 
-$(STAMP): pyproject.toml
+# Also the example task package (README: Sweep your own model), which the tests sweep.
+$(STAMP): pyproject.toml examples/digits-cnn/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -qq --find-links /opt/wheels "$(TORCH)"
 	$(PY) -m pip install -qq -e ".[dev]"
+	$(PY) -m pip install -qq -e examples/digits-cnn
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,11 +31,12 @@ test: $(STAMP) postgres
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sweep api migrations tests benchmarks
-	$(VENV)/bin/ruff format --check sweep api migrations tests benchmarks
+	$(VENV)/bin/ruff check sweep api migrations tests benchmarks examples
+	$(VENV)/bin/ruff format --check sweep api migrations tests benchmarks examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy examples/digits-cnn/digits_cnn
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
-	for name in overhead claims faults api batched end_to_end regularization importance; do \
+	for name in overhead claims faults api load batched end_to_end regularization importance; do \
 		$(PY) -m benchmarks.$$name || exit 1; done

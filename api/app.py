@@ -9,10 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 import sweep
 from api.bodylimit import BodyLimit
+from api.capacity import RequestSlots
 from api.errors import install_error_handlers
+from api.pages import routes as pages
+from api.pages.sessions import session_key
 from api.ratelimit import RequestLimiter
 from api.routes import health, metrics, sweeps, tasks, tokens, trials
 from sweep.config import Settings
@@ -20,7 +24,7 @@ from sweep.metrics import background_error
 from sweep.scheduler.claims import active_sweeps
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.service.gauges import api_registry
-from sweep.store.engine import make_engine, make_session_factory
+from sweep.store.engine import Pooling, make_engine, make_session_factory
 
 log = logging.getLogger("sweep.api")
 
@@ -76,11 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = make_engine(settings.database_url, Pooling.of(settings))
     app.state.session_factory = make_session_factory(app.state.engine)
     app.state.limiter = RequestLimiter(settings.rate_limit)
+    secret = settings.session_secret
+    app.state.session_key = session_key(secret.get_secret_value() if secret else None)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestSlots, slots=settings.max_requests, wait_s=settings.queue_timeout)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -97,4 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(metrics.RequestTimer)
         app.include_router(metrics.router)
     app.include_router(tokens.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

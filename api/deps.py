@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from optuna.storages import RDBStorage
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
+from api.pages.sessions import session_caller, session_digest
 from api.ratelimit import RequestLimiter
 from sweep.config import Settings
 from sweep.errors import NotAuthenticated
@@ -63,6 +64,10 @@ def get_caller(
     if not settings.auth:
         return AUTH_OFF
     if credentials is None:
+        # A signed-in browser may read the JSON twins of its pages (polling, the chart); it
+        # changes things only through the pages' forms, which carry a CSRF token.
+        if request.method in SAFE_METHODS and session_digest(request) is not None:
+            return session_caller(request)
         raise NotAuthenticated()
     # Its own short transaction: recording the last use must not depend on the request's outcome.
     with transaction(request.app.state.session_factory) as session:
@@ -72,7 +77,8 @@ def get_caller(
 CallerDep = Annotated[TokenInfo, Depends(get_caller)]
 
 
-def _limit(request: Request, caller: TokenInfo) -> None:
+def count_change(request: Request, caller: TokenInfo) -> None:
+    """Count a change against the caller's rate limit (429 past it)."""
     limiter: RequestLimiter = request.app.state.limiter
     client = request.client.host if request.client else "unknown"
     limiter.hit(f"token:{caller.id}" if caller is not AUTH_OFF else f"client:{client}")
@@ -84,7 +90,7 @@ def authorize(request: Request, caller: CallerDep) -> TokenInfo:
         check_role(caller.role, "reader")
         return caller
     check_role(caller.role, "user")
-    _limit(request, caller)
+    count_change(request, caller)
     return caller
 
 
@@ -92,7 +98,7 @@ def authorize_admin(request: Request, caller: CallerDep) -> TokenInfo:
     """Managing tokens needs the admin role."""
     check_role(caller.role, "admin")
     if request.method not in SAFE_METHODS:
-        _limit(request, caller)
+        count_change(request, caller)
     return caller
 
 
@@ -100,3 +106,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StorageDep = Annotated[RDBStorage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_connection(session: SessionDep) -> Connection:
+    """The connection of the request's session: every read of a request goes through it, so a
+    request holds one pooled connection at most and cannot wait on the pool for a second."""
+    return session.connection()
+
+
+ConnectionDep = Annotated[Connection, Depends(get_connection)]

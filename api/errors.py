@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from sweep.errors import (
@@ -25,6 +26,7 @@ from sweep.errors import (
     PermissionDenied,
     RateLimited,
     SchemaNotReady,
+    ServerBusy,
     SweepError,
 )
 from sweep.store.engine import is_outage
@@ -61,6 +63,10 @@ def headers_for(error: SweepError) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(error, RateLimited):
         return {"Retry-After": str(error.retry_after)}
+    if isinstance(error, ServerBusy):
+        return {"Retry-After": "1"}
+    if isinstance(error, DatabaseUnavailable):
+        return {"Retry-After": "5"}
     return {}
 
 
@@ -100,8 +106,13 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
             return JSONResponse({"detail": "internal error; see the API's log"}, status_code=500)
         log.warning("database unavailable on %s %s", request.method, request.url.path)
-        message = DatabaseUnavailable().message
-        return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "5"})
+        return await _sweep_error(request, DatabaseUnavailable())
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, _exc: Exception) -> JSONResponse:
+        # Every pooled connection stayed busy for SWEEP_DB_POOL_TIMEOUT: retry, not a 500.
+        log.warning("no free database connection for %s %s", request.method, request.url.path)
+        return await _sweep_error(request, ServerBusy())
 
 
 def _message(error: dict[str, object]) -> str:

@@ -53,6 +53,14 @@ class SweepChange(SweepScheduling):
     )
 
 
+class SweepExtend(BaseModel):
+    """Body of POST /v1/sweeps/{name}/extend."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"n_trials": 20}]})
+
+    n_trials: int = Field(ge=1, le=10_000, description="configurations to add to the budget")
+
+
 class SweepOut(BaseModel):
     """A sweep, its status and how far along it is."""
 

@@ -48,7 +48,12 @@ def fresh_database(kind: str, migrate: bool = True) -> Iterator[str]:
 
 def bench_settings(url: str) -> Settings:
     return Settings(
-        database_url=url, heartbeat_interval=1, grace_period=3, reap_interval=1, poll_interval=0.1
+        database_url=url,
+        heartbeat_interval=1,
+        grace_period=3,
+        reap_interval=1,
+        poll_interval=0.1,
+        max_poll_interval=1.0,
     )
 
 
@@ -68,6 +73,7 @@ def start_worker(url: str, log: Path, *extra: str, device: str = "cpu") -> subpr
         "SWEEP_HEARTBEAT_INTERVAL": "1",
         "SWEEP_GRACE_PERIOD": "3",
         "SWEEP_POLL_INTERVAL": "0.1",
+        "SWEEP_MAX_POLL_INTERVAL": "1",
         "OMP_NUM_THREADS": "1",
     }
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process

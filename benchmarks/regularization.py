@@ -53,7 +53,7 @@ def default_sweep_best(n_trials: int, epochs: int) -> tuple[TrialParams, dict[st
         wall = time.perf_counter() - start
         with factory() as session:
             sweep = sweeps.get_sweep(session, "default")
-            best = results.best_configuration(engine, sweep)
+            best = results.best_configuration(session.connection(), sweep)
             print(
                 f"default sweep ({n_trials} trials x {epochs} epochs, then baseline and "
                 f"re-evaluation; status {sweep.status}): {wall:.0f} s"

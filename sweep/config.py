@@ -28,7 +28,17 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds between the API's sweeps for stale trials"
     )
     poll_interval: float = Field(
-        1.0, gt=0, description="seconds an idle worker waits before asking for work again"
+        1.0, gt=0, description="seconds an idle worker first waits before asking for work again"
+    )
+    max_poll_interval: float = Field(
+        30.0,
+        gt=0,
+        description="longest wait of an idle worker: the wait doubles (with jitter) up to this",
+    )
+    transaction_pooler: bool = Field(
+        False,
+        description="the database URL is a transaction pooler (PgBouncer pool_mode=transaction): "
+        "no client-side pool, no prepared statements",
     )
     api_url: str = Field("http://127.0.0.1:8000", description="where the CLI finds the API")
     metrics: bool = Field(True, description="serve Prometheus metrics at the API's /metrics")
@@ -42,7 +52,27 @@ class Settings(BaseSettings):
         "120/minute",
         description="mutating requests allowed per token, e.g. 120/minute; 'off' for no limit",
     )
+    db_pool_size: int = Field(
+        5, ge=1, description="connections each API or worker process keeps open to PostgreSQL"
+    )
+    db_max_overflow: int = Field(
+        5, ge=0, description="connections a process may open beyond db_pool_size when busy"
+    )
+    db_pool_timeout: float = Field(
+        1.0, gt=0, description="seconds a query waits for a free connection before a 503"
+    )
+    queue_timeout: float = Field(
+        1.0,
+        gt=0,
+        description="seconds a request waits for one of the API's db_pool_size + db_max_overflow "
+        "request slots before it is answered 503 with Retry-After",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body accepted")
+    session_secret: SecretStr | None = Field(
+        None,
+        description="key that signs browser sign-in cookies; unset: a random one per `sweep api` "
+        "start (signing everyone out on restart)",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -74,6 +104,11 @@ class Settings(BaseSettings):
                 f"SWEEP_HEARTBEAT_INTERVAL + 2 ({self.heartbeat_interval + 2})"
             )
         return self
+
+    @property
+    def max_requests(self) -> int:
+        """Requests the API serves at once: one pooled connection each, never more."""
+        return self.db_pool_size + self.db_max_overflow
 
     @property
     def safe_database_url(self) -> str:

@@ -46,6 +46,10 @@ class DatabaseUnavailable(SweepError):
     """The database cannot be reached right now; try again shortly."""
 
 
+class ServerBusy(DatabaseUnavailable):
+    """The API is serving as many requests as its database connections allow; retry in a second."""
+
+
 class NotAuthenticated(SweepError):
     """Send a valid token as `Authorization: Bearer <token>`; create one: `sweep token create`."""
 

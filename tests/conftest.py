@@ -118,7 +118,12 @@ def sqlite_url(tmp_path: Path) -> str:
 def fast_settings(url: str) -> Settings:
     """Settings with short leases, so fault tests finish quickly."""
     return Settings(
-        database_url=url, heartbeat_interval=1, grace_period=3, reap_interval=1, poll_interval=0.2
+        database_url=url,
+        heartbeat_interval=1,
+        grace_period=3,
+        reap_interval=1,
+        poll_interval=0.2,
+        max_poll_interval=1.0,
     )
 
 

@@ -65,6 +65,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
         **os.environ,
         "SWEEP_DATABASE_URL": f"sqlite:///{tmp / 'cli.db'}",
         "SWEEP_POLL_INTERVAL": "0.2",
+        "SWEEP_MAX_POLL_INTERVAL": "1",
         "OMP_NUM_THREADS": "1",
     }
     env.pop("SWEEP_API_URL", None)  # every command gets --api

@@ -48,7 +48,7 @@ def substitute(value: str, env: dict[str, str]) -> str:
 
 
 def test_the_services_and_their_order() -> None:
-    assert set(SERVICES) == {"postgres", *SWEEP_SERVICES}
+    assert set(SERVICES) == {"postgres", "pgbouncer", *SWEEP_SERVICES}
     migrate_needs = SERVICES["migrate"]["depends_on"]
     assert migrate_needs == {"postgres": {"condition": "service_healthy"}}
     assert SERVICES["migrate"]["restart"] == "no"  # once, not in a loop
@@ -90,6 +90,8 @@ def test_environment_names_only_settings_and_holds_no_secret() -> None:
         for key, value in service.get("environment", {}).items():
             if key.startswith("SWEEP_"):
                 assert key in fields, f"{name}: {key} is not a setting sweep reads"
+            if name == "pgbouncer" and not key.startswith("DB_"):
+                continue  # its pooling knobs are not secrets; its database login is
             assert "${" in str(value), f"{name}: {key} is written in the file, not taken from .env"
 
 
@@ -113,8 +115,16 @@ def test_env_example_defines_every_variable_and_makes_valid_settings(
     assert env["POSTGRES_PASSWORD"] in settings.database_url  # the same credentials
 
 
+def test_pgbouncer_is_an_opt_in_transaction_pooler_in_front_of_postgres() -> None:
+    bouncer = SERVICES["pgbouncer"]
+    assert bouncer["profiles"] == ["pgbouncer"]  # not started unless asked for
+    assert bouncer["environment"]["POOL_MODE"] == "transaction"
+    assert substitute(bouncer["environment"]["DB_HOST"], env_example()) == "postgres"
+    assert "SWEEP_TRANSACTION_POOLER" in SERVICES["worker"]["environment"]
+
+
 def test_the_dashboard_and_api_are_published_on_loopback_by_default() -> None:
-    for name in ("dashboard", "api", "postgres"):
+    for name in ("dashboard", "api", "postgres", "pgbouncer"):
         published = substitute(SERVICES[name]["ports"][0], {})
         assert published.startswith("127.0.0.1:"), f"{name} is published as {published}"
 

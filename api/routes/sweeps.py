@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from api.deps import AUTH_OFF, EngineDep, SessionDep, StorageDep, authorize
+from api.deps import AUTH_OFF, ConnectionDep, SessionDep, SettingsDep, StorageDep, authorize
 from api.params import StoredInt
 from api.schemas import (
     BestOut,
@@ -16,6 +16,7 @@ from api.schemas import (
     ImportanceOut,
     SweepChange,
     SweepCreate,
+    SweepExtend,
     SweepOut,
     SweepPage,
     TestOut,
@@ -52,6 +53,7 @@ CREATED_LINKS = {
     "Pause": _link("/v1/sweeps/{name}/pause", "post"),
     "Resume": _link("/v1/sweeps/{name}/resume", "post"),
     "Cancel": _link("/v1/sweeps/{name}/cancel", "post"),
+    "Extend": _link("/v1/sweeps/{name}/extend", "post"),
 }
 
 
@@ -64,7 +66,6 @@ CREATED_LINKS = {
 def create_sweep(
     body: SweepCreate,
     session: SessionDep,
-    engine: EngineDep,
     storage: StorageDep,
     caller: Annotated[TokenInfo, Depends(authorize)],
 ) -> SweepOut:
@@ -77,7 +78,7 @@ def create_sweep(
 @router.get("", response_model=SweepPage)
 def list_sweeps(
     session: SessionDep,
-    engine: EngineDep,
+    conn: ConnectionDep,
     status: StatusName | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[StoredInt | None, Query()] = None,
@@ -87,26 +88,26 @@ def list_sweeps(
     more = len(page) > limit
     page = page[:limit]
     return SweepPage(
-        items=[SweepOut.from_progress(sweeps.sweep_progress(engine, s)) for s in page],
+        items=[SweepOut.from_progress(sweeps.sweep_progress(conn, s)) for s in page],
         next_cursor=str(page[-1].id) if more else None,
     )
 
 
 @router.get("/{name}", response_model=SweepOut, responses=ERRORS)
-def get_sweep(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def get_sweep(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """One sweep: status, budget and trial counts."""
-    return SweepOut.from_progress(sweeps.sweep_progress(engine, sweeps.get_sweep(session, name)))
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweeps.get_sweep(session, name)))
 
 
 @router.get("/{name}/best", response_model=BestOut, responses=ERRORS)
-def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
+def best(name: SweepName, session: SessionDep, conn: ConnectionDep) -> BestOut:
     """The best configuration so far (404 until a trial completes), with the baseline beside it.
 
     Ranked by the mean over seeds once re-evaluation has finished (``seeds`` > 1).
     """
     sweep = sweeps.get_sweep(session, name)
-    chosen = results.best_configuration(engine, sweep)
-    runs = results.evaluation_runs(engine, sweep)
+    chosen = results.best_configuration(conn, sweep)
+    runs = results.evaluation_runs(conn, sweep)
     test_run = results.finished_run(runs, Kind.TEST)
     test = None
     if test_run is not None and "test_loss" in test_run.metrics:
@@ -118,7 +119,7 @@ def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
         )
     return BestOut(
         **ConfigurationOut.from_configuration(chosen).model_dump(),
-        evaluation=results.evaluation_stage(engine, sweep),
+        evaluation=results.evaluation_stage(conn, sweep),
         baseline=EvaluationOut.from_run(results.finished_run(runs, Kind.BASELINE)),
         test=test,
     )
@@ -128,13 +129,13 @@ def best(name: SweepName, session: SessionDep, engine: EngineDep) -> BestOut:
 def top(
     name: SweepName,
     session: SessionDep,
-    engine: EngineDep,
+    conn: ConnectionDep,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> list[ConfigurationOut]:
     """The ``k`` best configurations so far, best first (by mean over seeds once re-evaluated)."""
     sweep = sweeps.get_sweep(session, name)
     return [
-        ConfigurationOut.from_configuration(c) for c in results.top_configurations(engine, sweep, k)
+        ConfigurationOut.from_configuration(c) for c in results.top_configurations(conn, sweep, k)
     ]
 
 
@@ -143,47 +144,63 @@ def top(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **ERRORS},
 )
-def chart(name: SweepName, session: SessionDep, engine: EngineDep) -> Response:
+def chart(name: SweepName, session: SessionDep, conn: ConnectionDep) -> Response:
     """Training and validation loss per epoch: the best configuration vs p=0, λ=0 (PNG)."""
     sweep = sweeps.get_sweep(session, name)
-    return Response(charts.sweep_chart(engine, sweep), media_type="image/png")
+    return Response(charts.sweep_chart(conn, sweep), media_type="image/png")
 
 
 @router.get("/{name}/importance", response_model=ImportanceOut, responses=ERRORS)
-def param_importance(name: SweepName, session: SessionDep, engine: EngineDep) -> ImportanceOut:
+def param_importance(name: SweepName, session: SessionDep, conn: ConnectionDep) -> ImportanceOut:
     """How much dropout and weight decay each matter (409 until 5 trials completed)."""
     sweep = sweeps.get_sweep(session, name)
-    found = importance.param_importances(engine, sweep)
+    found = importance.param_importances(conn, sweep)
     return ImportanceOut(importances=found.importances, trials=found.trials)
 
 
 @router.patch("/{name}", response_model=SweepOut, responses=ERRORS)
 def change_sweep(
-    name: SweepName, body: SweepChange, session: SessionDep, engine: EngineDep
+    name: SweepName, body: SweepChange, session: SessionDep, conn: ConnectionDep
 ) -> SweepOut:
     """Change ``priority`` or ``max_concurrent``; workers follow at their next claim."""
     sweep = sweeps.change_scheduling(session, name, body)
-    return SweepOut.from_progress(sweeps.sweep_progress(engine, sweep))
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))
 
 
-def _control(action: str, name: str, session: SessionDep, engine: EngineDep) -> SweepOut:
+def _control(action: str, name: str, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     sweep = sweeps.control_sweep(session, name, action)
-    return SweepOut.from_progress(sweeps.sweep_progress(engine, sweep))
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))
 
 
 @router.post("/{name}/pause", response_model=SweepOut, responses=ERRORS)
-def pause(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def pause(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Stop handing out trials; running trials finish."""
-    return _control("pause", name, session, engine)
+    return _control("pause", name, session, conn)
 
 
 @router.post("/{name}/resume", response_model=SweepOut, responses=ERRORS)
-def resume(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def resume(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Hand out trials again."""
-    return _control("resume", name, session, engine)
+    return _control("resume", name, session, conn)
 
 
 @router.post("/{name}/cancel", response_model=SweepOut, responses=ERRORS)
-def cancel(name: SweepName, session: SessionDep, engine: EngineDep) -> SweepOut:
+def cancel(name: SweepName, session: SessionDep, conn: ConnectionDep) -> SweepOut:
     """Stop the sweep for good; running trials stop at their next epoch."""
-    return _control("cancel", name, session, engine)
+    return _control("cancel", name, session, conn)
+
+
+@router.post("/{name}/extend", response_model=SweepOut, responses=ERRORS)
+def extend(
+    name: SweepName,
+    body: SweepExtend,
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    conn: ConnectionDep,
+) -> SweepOut:
+    """Add trials to the budget; a completed sweep runs again and its re-evaluation is brought
+    up to date (409 on a cancelled or failed sweep)."""
+    factory = request.app.state.session_factory
+    sweep = sweeps.extend_sweep(settings, factory, session, name, body.n_trials)
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from api.deps import EngineDep, SessionDep, authorize
+from api.deps import ConnectionDep, SessionDep, authorize
 from api.params import StoredInt
 from api.routes.sweeps import ERRORS, SweepName
 from api.schemas import TrialDetail, TrialOut, TrialPage
@@ -24,7 +24,7 @@ TrialState = Literal["WAITING", "RUNNING", "COMPLETE", "PRUNED", "FAIL"]
 def list_trials(
     name: SweepName,
     session: SessionDep,
-    engine: EngineDep,
+    conn: ConnectionDep,
     state: TrialState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[StoredInt | None, Query()] = None,
@@ -32,7 +32,7 @@ def list_trials(
     """Trials in number order; follow ``next_cursor`` for the next page."""
     sweep = sweeps.get_sweep(session, name)
     after = -1 if cursor is None else cursor
-    page = results.trial_page(engine, sweep, after_number=after, limit=limit + 1, state=state)
+    page = results.trial_page(conn, sweep, after_number=after, limit=limit + 1, state=state)
     more = len(page) > limit
     page = page[:limit]
     return TrialPage(
@@ -46,8 +46,8 @@ def get_trial(
     name: SweepName,
     number: Annotated[StoredInt, Path()],
     session: SessionDep,
-    engine: EngineDep,
+    conn: ConnectionDep,
 ) -> TrialDetail:
     """One trial with its per-epoch train loss, validation loss and accuracy."""
     sweep = sweeps.get_sweep(session, name)
-    return TrialDetail.from_result(results.trial_result(engine, sweep, number))
+    return TrialDetail.from_result(results.trial_result(conn, sweep, number))

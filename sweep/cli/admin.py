@@ -13,6 +13,8 @@ from sweep.cli.app import JsonOpt, app, console, err_console, fail, settings_or_
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from sqlalchemy import Engine
+
     from sweep.service.tokens import TokenInfo
 
 db_app = typer.Typer(
@@ -28,11 +30,11 @@ app.add_typer(token_app, name="token")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the service's tables and Optuna's schema."""
-    from sweep.store.engine import make_engine
+    from sweep.store.engine import Pooling, make_engine
     from sweep.store.migrations import current_revision, upgrade
 
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, Pooling.of(settings))
     upgrade(engine)
     console.print(f"database {settings.safe_database_url} at revision {current_revision(engine)}")
 
@@ -40,11 +42,17 @@ def db_upgrade() -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
     """Migrate the service's tables down to REVISION (Optuna's tables are kept)."""
-    from sweep.store.engine import make_engine
     from sweep.store.migrations import downgrade
 
-    downgrade(make_engine(settings_or_fail().database_url), revision)
+    downgrade(_engine(), revision)
     console.print(f"service tables at {revision}")
+
+
+def _engine() -> Engine:
+    from sweep.store.engine import Pooling, make_engine
+
+    settings = settings_or_fail()
+    return make_engine(settings.database_url, Pooling.of(settings))
 
 
 # ---- API tokens ----------------------------------------------------------------------------
@@ -62,10 +70,10 @@ def token_create(
     """Issue a token; its secret is printed once, alone on stdout (for $(…) in scripts)."""
     from sweep.errors import SweepError
     from sweep.service import tokens
-    from sweep.store.engine import make_engine, make_session_factory, transaction
+    from sweep.store.engine import Pooling, make_engine, make_session_factory, transaction
 
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, Pooling.of(settings))
     try:
         lifetime = tokens.parse_duration(expires) if expires else None
         with transaction(make_session_factory(engine)) as session:
@@ -87,9 +95,9 @@ def token_create(
 def token_ls(as_json: JsonOpt = False) -> None:
     """List tokens (never their secrets)."""
     from sweep.service import tokens
-    from sweep.store.engine import make_engine, make_session_factory, transaction
+    from sweep.store.engine import make_session_factory, transaction
 
-    with transaction(make_session_factory(make_engine(settings_or_fail().database_url))) as session:
+    with transaction(make_session_factory(_engine())) as session:
         rows = [_token_row(info) for info in tokens.list_tokens(session)]
     if as_json:
         console.print_json(data=rows)
@@ -113,10 +121,10 @@ def token_revoke(
     """Revoke a token: the API answers 401 to it from now on."""
     from sweep.errors import SweepError
     from sweep.service import tokens
-    from sweep.store.engine import make_engine, make_session_factory, transaction
+    from sweep.store.engine import make_session_factory, transaction
 
     try:
-        factory = make_session_factory(make_engine(settings_or_fail().database_url))
+        factory = make_session_factory(_engine())
         with transaction(factory) as session:
             info = tokens.revoke_token(session, token_id)
     except SweepError as exc:

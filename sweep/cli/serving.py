@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +24,14 @@ from sweep.logs import LogLevel, configure_logging
 def api(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes (uvicorn workers), each with its own pool of "
+            "SWEEP_DB_POOL_SIZE + SWEEP_DB_MAX_OVERFLOW connections",
+        ),
+    ] = 1,
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs, Prometheus metrics at /metrics)."""
@@ -36,12 +46,20 @@ def api(
             "`sweep token create`, or bind to 127.0.0.1."
         )
     logging.getLogger("sweep.api").info(
-        "sweep API on http://%s:%d (store: %s)", host, port, settings.safe_database_url
+        "sweep API on http://%s:%d, %d process(es) serving %d requests at once each (store: %s)",
+        host,
+        port,
+        workers,
+        settings.max_requests,
+        settings.safe_database_url,
     )
     if settings.auth:
         console.print("auth on: send `Authorization: Bearer <token>` (`sweep token create`)")
     else:
         console.print("[yellow]auth OFF[/yellow] (SWEEP_AUTH=false): serving on this machine only")
+    if settings.session_secret is None:
+        # One key for every uvicorn worker process, so a sign-in cookie works on all of them.
+        os.environ["SWEEP_SESSION_SECRET"] = secrets.token_urlsafe(32)
     # log_config=None: uvicorn's own lines go through the handler set up above.
     # By import string: the core never imports the web layer (and uvicorn's workers need one).
     uvicorn.run(
@@ -49,6 +67,7 @@ def api(
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_level="warning",
         log_config=None,
     )
@@ -137,13 +156,13 @@ def dashboard(
     from sqlalchemy.exc import OperationalError
 
     from sweep.errors import SchemaNotReady
-    from sweep.store.engine import make_engine
+    from sweep.store.engine import Pooling, make_engine
     from sweep.store.migrations import check_ready
     from sweep.store.optuna_storage import storage_for
 
     configure_logging()
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, Pooling.of(settings))
     try:
         check_ready(engine)
     except SchemaNotReady as exc:
@@ -167,11 +186,11 @@ def up(
 ) -> None:
     """Migrate, start the API and a worker, run a default sweep, then keep serving until Ctrl-C."""
     from sweep.service import tokens
-    from sweep.store.engine import make_engine, make_session_factory, transaction
+    from sweep.store.engine import Pooling, make_engine, make_session_factory, transaction
     from sweep.store.migrations import upgrade
 
     settings = settings_or_fail()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, Pooling.of(settings))
     upgrade(engine)
     console.print(f"store: {settings.safe_database_url} (migrated)")
     factory = make_session_factory(engine)
@@ -204,6 +223,12 @@ def up(
             f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
             f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
             "Ctrl-C to stop."
+        )
+        sign_in = " (sign in with the token above)" if issued else ""
+        console.print(
+            f"Sweep page: http://127.0.0.1:{port}/sweeps/{name}{sign_in}",
+            soft_wrap=True,
+            highlight=False,
         )
         while all(child.poll() is None for child in children):
             time.sleep(1)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import metrics
@@ -78,7 +78,7 @@ def active_sweeps(factory: sessionmaker[Session]) -> list[Sweep]:
         return list(session.scalars(query))
 
 
-def no_room(engine: Engine, sweep: Sweep, running_seen: int | None) -> bool:
+def no_room(conn: Connection, sweep: Sweep, running_seen: int | None) -> bool:
     """Whether the sweep may not hand out a trial now (ask under its claim lock: every claim
     takes that lock, so no two claims both see room for one more).
 
@@ -88,7 +88,7 @@ def no_room(engine: Engine, sweep: Sweep, running_seen: int | None) -> bool:
     """
     if sweep.max_concurrent is None and running_seen is None:
         return False
-    running = queries.running_trials(engine, sweep.name)
+    running = queries.running_trials(conn, sweep.name)
     if running_seen is not None and running > running_seen:
         return True
     return sweep.max_concurrent is not None and running >= sweep.max_concurrent
@@ -115,16 +115,15 @@ def claim_trial(
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
             return None
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
-        if no_room(engine, sweep, running_seen):
+        conn = session.connection()
+        if no_room(conn, sweep, running_seen):
             return None
-        study_id = queries.study_id(engine, sweep.name)
+        study_id = queries.study_id(conn, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
         storage = storage_for(settings, sweep.max_attempts)
         distributions = Space.model_validate(sweep.space).distributions()
         while True:
-            waiting, started, total = queries.budget_counts(engine, study_id)
+            waiting, started, total = queries.budget_counts(conn, study_id)
             if waiting == 0 and started >= sweep.n_trials:
                 return None
             # A different sampler seed per claim keeps parallel workers apart, and one
@@ -132,7 +131,7 @@ def claim_trial(
             study = load_study(storage, sweep, trials_so_far=total)
             trial = study.ask(distributions)
             # A proposal that repeats a completed trial takes its result and uses up budget.
-            if not reuse_if_duplicate(engine, storage, study, study_id, trial):
+            if not reuse_if_duplicate(conn, storage, study, study_id, trial):
                 break
         # A heartbeat now, so a worker killed before its first beat still goes stale.
         storage.record_heartbeat(trial_id(trial))

@@ -12,7 +12,7 @@ import logging
 
 import optuna
 from optuna.storages import RDBStorage
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from sweep.store import queries
 from sweep.store.optuna_compat import trial_id
@@ -23,14 +23,14 @@ COPIED_ATTRS = ("metrics", "curves", "seed")  # the run it repeats
 
 
 def reuse_if_duplicate(
-    engine: Engine, storage: RDBStorage, study: optuna.Study, study_id: int, trial: optuna.Trial
+    conn: Connection, storage: RDBStorage, study: optuna.Study, study_id: int, trial: optuna.Trial
 ) -> bool:
     """Complete ``trial`` with the result of a COMPLETE trial of the same params, if any."""
     internal = {
         name: float(trial.distributions[name].to_internal_repr(value))
         for name, value in trial.params.items()
     }
-    twin = queries.complete_trial_with_params(engine, study_id, internal)
+    twin = queries.complete_trial_with_params(conn, study_id, internal)
     if twin is None:
         return False
     twin_id, twin_number = twin

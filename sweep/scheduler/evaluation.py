@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
@@ -108,20 +108,19 @@ def claim_evaluation(
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
             return None
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
+        conn = session.connection()
         name = evaluation_study_name(sweep.name)
-        eval_id = queries.study_id(engine, name)
+        eval_id = queries.study_id(conn, name)
         if eval_id is None:  # created before evaluation studies existed
             return None
         storage = storage_for(settings, sweep.max_attempts)
         study = optuna.load_study(
             study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
         )
-        _advance(engine, study, sweep, eval_id)
-        if not queries.state_counts(engine, eval_id).get("WAITING", 0):
+        _advance(conn, study, sweep, eval_id)
+        if not queries.state_counts(conn, eval_id).get("WAITING", 0):
             return None
-        if no_room(engine, sweep, running_seen):
+        if no_room(conn, sweep, running_seen):
             return None
         trial = study.ask()  # takes a waiting trial: there is one, and we hold the lock
         storage.record_heartbeat(trial_id(trial))
@@ -142,32 +141,37 @@ def claim_evaluation(
         )
 
 
-def _advance(engine: Engine, study: optuna.Study, sweep: Sweep, eval_id: int) -> None:
+def _advance(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) -> None:
     """Plan the next stage of evaluation if the current one has finished."""
-    stage = queries.study_user_attr(engine, eval_id, STAGE_KEY) or Stage.SEARCH
+    stage = queries.study_user_attr(conn, eval_id, STAGE_KEY) or Stage.SEARCH
     if stage == Stage.SEARCH:
-        if not _search_finished(engine, sweep):
+        if not _search_finished(conn, sweep):
             return
-        main_id = queries.study_id(engine, sweep.name)
+        main_id = queries.study_id(conn, sweep.name)
         assert main_id is not None
         if sweep.reevaluate_top:
-            best_ids = queries.best_trial_ids(engine, main_id, sweep.reevaluate_top)
-            for row in queries.trial_rows(engine, best_ids, ()):
+            best_ids = queries.best_trial_ids(conn, main_id, sweep.reevaluate_top)
+            # After an extension, configurations re-evaluated before are not trained again.
+            done = _planned(conn, eval_id, Kind.REEVALUATION)
+            for row in queries.trial_rows(conn, best_ids, ()):
+                if row.number in done:
+                    continue
                 for seed in evaluation_seeds(sweep):
                     _queue(study, Kind.REEVALUATION, row.params, seed, row.number)
         stage = _set_stage(study, Stage.REEVALUATION)
     if stage == Stage.REEVALUATION:
-        if _busy(engine, eval_id, Kind.REEVALUATION):
+        if _busy(conn, eval_id, Kind.REEVALUATION):
             return
-        chosen = top_configurations(engine, sweep, 1) if sweep.test_split else []
+        chosen = top_configurations(conn, sweep, 1) if sweep.test_split else []
         if not chosen:
             _set_stage(study, Stage.DONE)
             return
         # The chosen configuration's own search run again, now measuring the test split.
         trial = chosen[0].trial
-        _queue(study, Kind.TEST, trial.params, chosen[0].seed, trial.number)
+        if trial.number not in _planned(conn, eval_id, Kind.TEST):
+            _queue(study, Kind.TEST, trial.params, chosen[0].seed, trial.number)
         stage = _set_stage(study, Stage.TEST)
-    if stage == Stage.TEST and not _busy(engine, eval_id, Kind.TEST):
+    if stage == Stage.TEST and not _busy(conn, eval_id, Kind.TEST):
         _set_stage(study, Stage.DONE)
 
 
@@ -176,19 +180,47 @@ def _set_stage(study: optuna.Study, stage: str) -> str:
     return stage
 
 
-def _search_finished(engine: Engine, sweep: Sweep) -> bool:
-    main_id = queries.study_id(engine, sweep.name)
+def _search_finished(conn: Connection, sweep: Sweep) -> bool:
+    main_id = queries.study_id(conn, sweep.name)
     if main_id is None:
         return False
-    waiting, started, _ = queries.budget_counts(engine, main_id)
-    running = queries.state_counts(engine, main_id).get("RUNNING", 0)
+    waiting, started, _ = queries.budget_counts(conn, main_id)
+    running = queries.state_counts(conn, main_id).get("RUNNING", 0)
     return not waiting and not running and started >= sweep.n_trials
 
 
-def _busy(engine: Engine, eval_id: int, kind: str) -> bool:
+def _planned(conn: Connection, eval_id: int, kind: str) -> set[int]:
+    """Search trial numbers with an evaluation trial of ``kind`` waiting, running or done."""
+    ids = queries.trial_ids_page(conn, eval_id, after_number=-1, limit=100_000, state=None)
+    return {
+        int(row.user_attrs["trial_number"])
+        for row in queries.trial_rows(conn, ids, ("kind", "trial_number"))
+        if row.state in ("WAITING", "RUNNING", "COMPLETE")
+        and row.user_attrs.get("kind") == kind
+        and row.user_attrs.get("trial_number") is not None
+    }
+
+
+def reopen_evaluation(settings: Settings, factory: sessionmaker[Session], sweep_id: int) -> None:
+    """Send the sweep's evaluation back to the search stage (its budget grew), so it is planned
+    again over the new best configurations once the new search trials have finished."""
+    with locked_sweep(factory, sweep_id) as session:
+        sweep = session.get(Sweep, sweep_id, populate_existing=True)
+        if sweep is None:
+            return
+        name = evaluation_study_name(sweep.name)
+        eval_id = queries.study_id(session.connection(), name)
+        if eval_id is None:
+            return
+        storage = storage_for(settings, sweep.max_attempts)
+        study = optuna.load_study(study_name=name, storage=storage)
+        _set_stage(study, Stage.SEARCH)
+
+
+def _busy(conn: Connection, eval_id: int, kind: str) -> bool:
     """Whether an evaluation trial of ``kind`` is waiting or running."""
-    ids = queries.trial_ids_page(engine, eval_id, after_number=-1, limit=100_000, state=None)
+    ids = queries.trial_ids_page(conn, eval_id, after_number=-1, limit=100_000, state=None)
     return any(
         row.state in ("WAITING", "RUNNING") and row.user_attrs.get("kind") == kind
-        for row in queries.trial_rows(engine, ids, ("kind",))
+        for row in queries.trial_rows(conn, ids, ("kind",))
     )

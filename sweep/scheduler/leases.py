@@ -204,9 +204,9 @@ class TrialRun:
         retry_with = retry_callback(self.claim.max_attempts) if retry else None
         self._fail(error, requeue=retry_with)
 
-    def release(self) -> None:
+    def release(self, reason: str = "released by its worker (shutdown); re-queued") -> None:
         """Give the trial back: FAIL it and queue its params again, not counted as an attempt."""
-        self._fail("released by its worker (shutdown); re-queued", requeue=_requeue_unchanged)
+        self._fail(reason, requeue=_requeue_unchanged)
 
     def _fail(
         self, error: str, requeue: Callable[[optuna.Study, FrozenTrial], None] | None

@@ -7,7 +7,6 @@ import logging
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
@@ -50,21 +49,20 @@ def settle_sweep(settings: Settings, factory: sessionmaker[Session], sweep_id: i
         sweep = session.get(Sweep, sweep_id, populate_existing=True)
         if sweep is None or sweep.status not in UNFINISHED_STATUSES:
             return
-        engine = session.get_bind()
-        assert isinstance(engine, Engine)
-        study_id = queries.study_id(engine, sweep.name)
+        conn = session.connection()
+        study_id = queries.study_id(conn, sweep.name)
         if study_id is None:
             return
-        counts = queries.state_counts(engine, study_id)
+        counts = queries.state_counts(conn, study_id)
         succeeded = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
         failures = counts.get("FAIL", 0)
         hopeless = not succeeded and failures >= GIVE_UP_AFTER * sweep.max_attempts
         if not hopeless:
             if counts.get("RUNNING", 0) or counts.get("WAITING", 0):
                 return
-            if queries.configurations_started(engine, study_id) < sweep.n_trials:
+            if queries.configurations_started(conn, study_id) < sweep.n_trials:
                 return
-            if not queries.evaluation_finished(engine, sweep.name):
+            if not queries.evaluation_finished(conn, sweep.name):
                 return
         if succeeded:
             set_status(

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from sweep.definition.evaluation import Kind
 from sweep.store import results
@@ -40,7 +40,7 @@ def format_params(params: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def sweep_chart(engine: Engine, sweep: Sweep) -> bytes:
+def sweep_chart(conn: Connection, sweep: Sweep) -> bytes:
     """The PNG chart of the sweep's best configuration against its unregularized baseline.
 
     The best configuration's run on the baseline's seed is drawn when
@@ -48,10 +48,10 @@ def sweep_chart(engine: Engine, sweep: Sweep) -> bytes:
     batches in the same order; otherwise its search run. NoResultYet before any
     trial has completed.
     """
-    best = results.best_configuration(engine, sweep)
-    runs = results.evaluation_runs(engine, sweep, curves=True)
+    best = results.best_configuration(conn, sweep)
+    runs = results.evaluation_runs(conn, sweep, curves=True)
     baseline = results.finished_run(runs, Kind.BASELINE)
-    curves = results.trial_result(engine, sweep, best.trial.number).curves
+    curves = results.trial_result(conn, sweep, best.trial.number).curves
     seed = best.seed
     if baseline is not None:
         for run in runs:

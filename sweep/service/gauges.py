@@ -27,8 +27,10 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("sweep_database_up", "1 if the last scrape could read the database.")
         try:
-            counts = queries.state_counts_by_study(self._engine)
-            alive = queries.fresh_heartbeats(self._engine, self._grace_period)
+            with self._engine.connect() as conn:
+                counts = queries.state_counts_by_study(conn)
+                alive = queries.fresh_heartbeats(conn, self._grace_period)
+                available, _running = queries.work_available(conn)
         except SQLAlchemyError as exc:  # an outage shows as database_up 0, not a failed scrape
             log.warning("metrics: cannot read the database: %s", str(exc).splitlines()[0])
             up.add_metric([], 0)
@@ -36,6 +38,12 @@ class StoreCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
+        yield GaugeMetricFamily(
+            "sweep_work_available",
+            "Trials workers could start now: waiting trials and budget left of active sweeps "
+            "(the view sweep_work_available, which KEDA scales workers on).",
+            value=available,
+        )
         trials = GaugeMetricFamily(
             "sweep_trials", "Trials of each sweep by Optuna state.", labels=["sweep", "state"]
         )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from sweep.definition.space import Space
 from sweep.errors import NotEnoughTrials
@@ -25,7 +25,7 @@ class Importances:
     trials: int
 
 
-def param_importances(engine: Engine, sweep: Sweep) -> Importances:
+def param_importances(conn: Connection, sweep: Sweep) -> Importances:
     """fANOVA importances over the sweep's COMPLETE trials; NotEnoughTrials below MIN_TRIALS.
 
     Trials that reused another's result are left out: a repeated point would
@@ -33,8 +33,8 @@ def param_importances(engine: Engine, sweep: Sweep) -> Importances:
     ranks the parameters better on sweeps of tens of trials (benchmarks/README.md),
     and it is seeded with the sweep's seed so that every call gives the same answer.
     """
-    ids = queries.best_trial_ids(engine, study_id_of(engine, sweep), sweep.n_trials)
-    rows = queries.trial_rows(engine, ids, ())
+    ids = queries.best_trial_ids(conn, study_id_of(conn, sweep), sweep.n_trials)
+    rows = queries.trial_rows(conn, ids, ())
     if len(rows) < MIN_TRIALS:
         raise NotEnoughTrials(
             f"sweep {sweep.name!r} has {len(rows)} completed trials; importances need "

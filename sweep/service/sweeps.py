@@ -7,17 +7,18 @@ from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import RDBStorage
-from sqlalchemy import Engine, event, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, event, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from sweep.config import Settings
 from sweep.definition.evaluation import evaluation_study_name
 from sweep.definition.spec import SweepScheduling, SweepSpec
 from sweep.definition.status import TRANSITIONS, UNFINISHED_STATUSES, SweepStatus
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
-from sweep.scheduler.evaluation import create_evaluation_study
+from sweep.scheduler.evaluation import create_evaluation_study, reopen_evaluation
 from sweep.store import queries
 from sweep.store.optuna_storage import create_study
-from sweep.store.sweep_rows import set_status
+from sweep.store.sweep_rows import add_budget, set_status
 from sweep.store.tables import Sweep, utcnow
 
 
@@ -155,15 +156,36 @@ def change_scheduling(session: Session, name: str, change: SweepScheduling) -> S
     return sweep
 
 
-def sweep_progress(engine: Engine, sweep: Sweep) -> SweepProgress:
+def sweep_progress(conn: Connection, sweep: Sweep) -> SweepProgress:
     """Trial counts per state and configurations started, read from the study."""
-    study = queries.study_id(engine, sweep.name)
+    study = queries.study_id(conn, sweep.name)
     if study is None:
         return SweepProgress(sweep, {}, 0)
-    evaluation = queries.study_id(engine, evaluation_study_name(sweep.name))
+    evaluation = queries.study_id(conn, evaluation_study_name(sweep.name))
     return SweepProgress(
         sweep,
-        queries.state_counts(engine, study),
-        queries.configurations_started(engine, study),
-        queries.state_counts(engine, evaluation) if evaluation is not None else {},
+        queries.state_counts(conn, study),
+        queries.configurations_started(conn, study),
+        queries.state_counts(conn, evaluation) if evaluation is not None else {},
     )
+
+
+def extend_sweep(
+    settings: Settings, factory: sessionmaker[Session], session: Session, name: str, n_trials: int
+) -> Sweep:
+    """Add ``n_trials`` to a sweep's budget; a completed sweep runs again, and its re-evaluation
+    is planned anew over the best configurations once the new trials have finished.
+    InvalidTransition for a cancelled or failed sweep."""
+    sweep = get_sweep(session, name)
+    if sweep.status not in (*UNFINISHED_STATUSES, SweepStatus.COMPLETED):
+        raise InvalidTransition(f"cannot extend sweep {name!r}: it is {sweep.status}")
+    # Before the row update: on SQLite the request's write would block the evaluation study's.
+    reopen_evaluation(settings, factory, sweep.id)
+    reopen = sweep.status == SweepStatus.COMPLETED
+    if not add_budget(session, sweep.id, n_trials, reopen=reopen) and not (
+        reopen and add_budget(session, sweep.id, n_trials, reopen=False)
+    ):
+        session.refresh(sweep)
+        raise InvalidTransition(f"cannot extend sweep {name!r}: it is {sweep.status}")
+    session.refresh(sweep)
+    return sweep

@@ -119,8 +119,13 @@ def revoke_token(session: Session, token_id: int, *, now: datetime | None = None
 
 def authenticate(session: Session, secret: str, *, now: datetime | None = None) -> TokenInfo:
     """The token whose secret is ``secret``; NotAuthenticated if unknown, expired or revoked."""
+    return authenticate_digest(session, hash_secret(secret), now=now)
+
+
+def authenticate_digest(session: Session, digest: str, *, now: datetime | None = None) -> TokenInfo:
+    """The token whose stored hash is ``digest`` (a browser session keeps the hash, never the
+    secret); NotAuthenticated if unknown, expired or revoked."""
     now = now or utcnow()
-    digest = hash_secret(secret)
     row = session.scalar(select(ApiToken).where(ApiToken.secret_hash == digest))
     # The index finds the row by hash; the constant-time compare keeps the check itself
     # from leaking how much of a guess matched.

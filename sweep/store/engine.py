@@ -6,12 +6,16 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from sweep.config import Settings
 
 SQLITE_BUSY_TIMEOUT_S = 30
 T = TypeVar("T")
@@ -23,19 +27,57 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def engine_options(url: str) -> dict[str, Any]:
-    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect."""
+@dataclass(frozen=True)
+class Pooling:
+    """How an engine holds connections: how many, how long a query waits for one, and
+    whether a transaction pooler (PgBouncer) in front of PostgreSQL is the pool instead."""
+
+    size: int = 5
+    overflow: int = 5
+    timeout_s: float = 30.0
+    transaction_pooler: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pooling:
+        """What the settings ask for (``SWEEP_DB_POOL_SIZE``, ``SWEEP_TRANSACTION_POOLER``, …)."""
+        return cls(
+            settings.db_pool_size,
+            settings.db_max_overflow,
+            settings.db_pool_timeout,
+            settings.transaction_pooler,
+        )
+
+
+def engine_options(url: str, pool: Pooling = Pooling()) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine`` (ours and Optuna's) suited to the dialect.
+
+    Behind a transaction pooler consecutive transactions may reach different server
+    connections, where psycopg's prepared statements do not exist: so NullPool, and
+    ``prepare_threshold=None``.
+    """
     if is_sqlite(url):
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if pool.transaction_pooler:
+        return {"poolclass": NullPool, "connect_args": {"prepare_threshold": None}}
     # A database restart then costs a reconnect, not a crashed worker.
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": pool.size,
+        "max_overflow": pool.overflow,
+        "pool_timeout": pool.timeout_s,
+    }
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool: Pooling = Pooling()) -> Engine:
     """An engine for ``url``; SQLite gets WAL mode and a busy timeout."""
-    engine = create_engine(url, **engine_options(url))
+    engine = create_engine(url, **engine_options(url, pool))
     tune_sqlite(engine)
     return engine
+
+
+def behind_transaction_pooler(engine: Engine) -> bool:
+    """Whether ``engine`` was made for a transaction pooler (see ``engine_options``)."""
+    return engine.dialect.name != "sqlite" and isinstance(engine.pool, NullPool)
 
 
 def tune_sqlite(engine: Engine) -> None:

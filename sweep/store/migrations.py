@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from sweep.errors import SchemaNotReady
-from sweep.store.engine import engine_options
+from sweep.store.engine import Pooling, behind_transaction_pooler, engine_options
 
 VERSION_TABLE = "sweep_alembic_version"
 
@@ -34,7 +34,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     # Creating Optuna's schema here, once, keeps workers starting together from racing to.
     storage = optuna.storages.RDBStorage(
         str(engine.url.render_as_string(hide_password=False)),
-        engine_kwargs=engine_options(str(engine.url)),
+        engine_kwargs=engine_options(
+            str(engine.url), Pooling(transaction_pooler=behind_transaction_pooler(engine))
+        ),
         skip_compatibility_check=True,
     )
     if storage.get_current_version() != storage.get_head_version():

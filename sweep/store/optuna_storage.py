@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial
 from sweep.config import Settings
 from sweep.definition.search import make_pruner, make_sampler
 from sweep.definition.space import Space
-from sweep.store.engine import engine_options, tune_sqlite
+from sweep.store.engine import Pooling, engine_options, tune_sqlite
 from sweep.store.tables import Sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -28,10 +28,12 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 
 @functools.cache
-def _storage(url: str, heartbeat_interval: int, grace_period: int, max_attempts: int) -> RDBStorage:
+def _storage(
+    url: str, heartbeat_interval: int, grace_period: int, max_attempts: int, pool: Pooling
+) -> RDBStorage:
     storage = RDBStorage(
         url,
-        engine_kwargs=engine_options(url),
+        engine_kwargs=engine_options(url, pool),
         skip_table_creation=True,
         skip_compatibility_check=True,  # readiness is checked by sweep.schema.check_ready
         heartbeat_interval=heartbeat_interval,
@@ -114,7 +116,11 @@ def retry_callback(max_attempts: int) -> RetryCallback:
 def storage_for(settings: Settings, max_attempts: int = 3) -> RDBStorage:
     """The process-wide Optuna storage for the settings' database (one per retry budget)."""
     return _storage(
-        settings.database_url, settings.heartbeat_interval, settings.grace_period, max_attempts
+        settings.database_url,
+        settings.heartbeat_interval,
+        settings.grace_period,
+        max_attempts,
+        Pooling.of(settings),
     )
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from optuna.distributions import json_to_distribution
 from sqlalchemy import (
+    Connection,
     DateTime,
-    Engine,
     Enum,
     and_,
     case,
@@ -57,6 +57,9 @@ _values = table(
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
 _heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
+# The view of migration 0007: what autoscalers (KEDA's postgresql trigger) and /metrics read.
+WORK_AVAILABLE_VIEW = "sweep_work_available"
+_work = table(WORK_AVAILABLE_VIEW, column("available"), column("running"))
 # Typed as the enums they are on PostgreSQL, so comparisons can use indexes (a cast to
 # text made ranking 10,000 trials take 18 ms instead of 0.3 ms).
 _state = _trials.c.state
@@ -69,28 +72,32 @@ REUSED_MARK = "reused_from"  # the user attribute of a trial that took a twin's 
 _study_ids: dict[tuple[str, str], int] = {}
 
 
-def study_id(engine: Engine, name: str) -> int | None:
+def work_available(conn: Connection) -> tuple[int, int]:
+    """(trials workers could start now, trials running) over queued and running sweeps."""
+    available, running = conn.execute(select(_work.c.available, _work.c.running)).one()
+    return int(available), int(running)
+
+
+def study_id(conn: Connection, name: str) -> int | None:
     """The Optuna study id of the study called ``name`` (cached: names never change)."""
-    key = (str(engine.url), name)
+    key = (str(conn.engine.url), name)
     if key not in _study_ids:
-        with engine.connect() as conn:
-            found = conn.execute(
-                select(_studies.c.study_id).where(_studies.c.study_name == name)
-            ).scalar()
+        found = conn.execute(
+            select(_studies.c.study_id).where(_studies.c.study_name == name)
+        ).scalar()
         if found is None:
             return None
         _study_ids[key] = int(found)
     return _study_ids[key]
 
 
-def state_counts(engine: Engine, study: int) -> dict[str, int]:
+def state_counts(conn: Connection, study: int) -> dict[str, int]:
     """Number of trials per Optuna state (RUNNING, COMPLETE, …)."""
     query = select(_state, func.count()).where(_trials.c.study_id == study).group_by(_state)
-    with engine.connect() as conn:
-        return {str(state): int(n) for state, n in conn.execute(query)}
+    return {str(state): int(n) for state, n in conn.execute(query)}
 
 
-def running_trials(engine: Engine, sweep_name: str) -> int:
+def running_trials(conn: Connection, sweep_name: str) -> int:
     """RUNNING trials of the sweep's study and of its evaluation study, together."""
     names = (sweep_name, evaluation_study_name(sweep_name))
     query = (
@@ -99,11 +106,10 @@ def running_trials(engine: Engine, sweep_name: str) -> int:
         .join(_studies, _studies.c.study_id == _trials.c.study_id)
         .where(_studies.c.study_name.in_(names), _state == "RUNNING")
     )
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return int(conn.execute(query).scalar_one())
 
 
-def configurations_started(engine: Engine, study: int) -> int:
+def configurations_started(conn: Connection, study: int) -> int:
     """Configurations the sweep has spent its budget on: every trial that is not a retry."""
     retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
     query = (
@@ -111,11 +117,10 @@ def configurations_started(engine: Engine, study: int) -> int:
         .select_from(_trials)
         .where(_trials.c.study_id == study, _trials.c.trial_id.not_in(retries))
     )
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return int(conn.execute(query).scalar_one())
 
 
-def budget_counts(engine: Engine, study: int) -> tuple[int, int, int]:
+def budget_counts(conn: Connection, study: int) -> tuple[int, int, int]:
     """(WAITING trials, configurations started, all trials) of the study, in one query."""
     retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
     query = select(
@@ -123,13 +128,12 @@ def budget_counts(engine: Engine, study: int) -> tuple[int, int, int]:
         func.coalesce(func.sum(case((_trials.c.trial_id.not_in(retries), 1), else_=0)), 0),
         func.count(),
     ).where(_trials.c.study_id == study)
-    with engine.connect() as conn:
-        waiting, started, total = conn.execute(query).one()
+    waiting, started, total = conn.execute(query).one()
     return int(waiting), int(started), int(total)
 
 
 def complete_trial_with_params(
-    engine: Engine, study: int, params: dict[str, float]
+    conn: Connection, study: int, params: dict[str, float]
 ) -> tuple[int, int] | None:
     """(id, number) of the first COMPLETE trial whose params are exactly ``params``.
 
@@ -152,12 +156,11 @@ def complete_trial_with_params(
         .order_by(_trials.c.number.asc())
         .limit(1)
     )
-    with engine.connect() as conn:
-        found = conn.execute(query).first()
+    found = conn.execute(query).first()
     return (int(found[0]), int(found[1])) if found is not None else None
 
 
-def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
+def best_trial_ids(conn: Connection, study: int, k: int) -> list[int]:
     """Ids of the ``k`` complete trials with the lowest finite objective, best first.
 
     Trials that reused a twin's result (``reused_from``) are left out: they repeat
@@ -177,12 +180,11 @@ def best_trial_ids(engine: Engine, study: int, k: int) -> list[int]:
         .order_by(_values.c.value.asc(), _trials.c.number.asc())
         .limit(k)
     )
-    with engine.connect() as conn:
-        return [int(row) for row in conn.execute(query).scalars()]
+    return [int(row) for row in conn.execute(query).scalars()]
 
 
 def trial_ids_page(
-    engine: Engine, study: int, *, after_number: int, limit: int, state: str | None
+    conn: Connection, study: int, *, after_number: int, limit: int, state: str | None
 ) -> list[int]:
     """Ids of up to ``limit`` trials numbered after ``after_number``, in number order."""
     query = select(_trials.c.trial_id).where(
@@ -191,28 +193,25 @@ def trial_ids_page(
     if state is not None:
         query = query.where(_state == state)
     query = query.order_by(_trials.c.number.asc()).limit(limit)
-    with engine.connect() as conn:
-        return [int(row) for row in conn.execute(query).scalars()]
+    return [int(row) for row in conn.execute(query).scalars()]
 
 
-def trial_ids_by_number(engine: Engine, study: int, numbers: list[int]) -> list[int]:
+def trial_ids_by_number(conn: Connection, study: int, numbers: list[int]) -> list[int]:
     """Ids of the study's trials numbered ``numbers`` (those that exist)."""
     if not numbers:
         return []
     query = select(_trials.c.trial_id).where(
         _trials.c.study_id == study, _trials.c.number.in_(numbers)
     )
-    with engine.connect() as conn:
-        return [int(row) for row in conn.execute(query).scalars()]
+    return [int(row) for row in conn.execute(query).scalars()]
 
 
-def trial_id_by_number(engine: Engine, study: int, number: int) -> int | None:
+def trial_id_by_number(conn: Connection, study: int, number: int) -> int | None:
     """The id of trial ``number`` of the study."""
     query = select(_trials.c.trial_id).where(
         _trials.c.study_id == study, _trials.c.number == number
     )
-    with engine.connect() as conn:
-        found = conn.execute(query).scalar()
+    found = conn.execute(query).scalar()
     return int(found) if found is not None else None
 
 
@@ -230,52 +229,51 @@ class TrialRow:
     user_attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def trial_rows(engine: Engine, trial_ids: list[int], attr_keys: tuple[str, ...]) -> list[TrialRow]:
+def trial_rows(
+    conn: Connection, trial_ids: list[int], attr_keys: tuple[str, ...]
+) -> list[TrialRow]:
     """The trials ``trial_ids`` (in that order) with their value, params and some user attrs."""
     if not trial_ids:
         return []
-    with engine.connect() as conn:
-        rows = {
-            r.trial_id: TrialRow(
-                r.trial_id, r.number, str(r[2]), r.datetime_start, r.datetime_complete
-            )
-            for r in conn.execute(
-                select(
-                    _trials.c.trial_id,
-                    _trials.c.number,
-                    _state,
-                    _trials.c.datetime_start,
-                    _trials.c.datetime_complete,
-                ).where(_trials.c.trial_id.in_(trial_ids))
-            )
-        }
-        for trial_id, value in conn.execute(
-            select(_values.c.trial_id, _values.c.value).where(
-                _values.c.trial_id.in_(trial_ids), _values.c.objective == 0
-            )
-        ):
-            rows[trial_id].value = value
-        for trial_id, name, internal, dist_json in conn.execute(
+    rows = {
+        r.trial_id: TrialRow(r.trial_id, r.number, str(r[2]), r.datetime_start, r.datetime_complete)
+        for r in conn.execute(
             select(
-                _params.c.trial_id,
-                _params.c.param_name,
-                _params.c.param_value,
-                _params.c.distribution_json,
-            ).where(_params.c.trial_id.in_(trial_ids))
-        ):
-            # Choices are stored as their index; the distribution turns it back into the value.
-            dist = json_to_distribution(dist_json)
-            rows[trial_id].params[name] = dist.to_external_repr(internal)
-        for trial_id, key, value_json in conn.execute(
-            select(_user_attrs.c.trial_id, _user_attrs.c.key, _user_attrs.c.value_json).where(
-                _user_attrs.c.trial_id.in_(trial_ids), _user_attrs.c.key.in_(attr_keys)
-            )
-        ):
-            rows[trial_id].user_attrs[key] = json.loads(value_json)
+                _trials.c.trial_id,
+                _trials.c.number,
+                _state,
+                _trials.c.datetime_start,
+                _trials.c.datetime_complete,
+            ).where(_trials.c.trial_id.in_(trial_ids))
+        )
+    }
+    for trial_id, value in conn.execute(
+        select(_values.c.trial_id, _values.c.value).where(
+            _values.c.trial_id.in_(trial_ids), _values.c.objective == 0
+        )
+    ):
+        rows[trial_id].value = value
+    for trial_id, name, internal, dist_json in conn.execute(
+        select(
+            _params.c.trial_id,
+            _params.c.param_name,
+            _params.c.param_value,
+            _params.c.distribution_json,
+        ).where(_params.c.trial_id.in_(trial_ids))
+    ):
+        # Choices are stored as their index; the distribution turns it back into the value.
+        dist = json_to_distribution(dist_json)
+        rows[trial_id].params[name] = dist.to_external_repr(internal)
+    for trial_id, key, value_json in conn.execute(
+        select(_user_attrs.c.trial_id, _user_attrs.c.key, _user_attrs.c.value_json).where(
+            _user_attrs.c.trial_id.in_(trial_ids), _user_attrs.c.key.in_(attr_keys)
+        )
+    ):
+        rows[trial_id].user_attrs[key] = json.loads(value_json)
     return [rows[i] for i in trial_ids if i in rows]
 
 
-def state_counts_by_study(engine: Engine) -> dict[str, dict[str, int]]:
+def state_counts_by_study(conn: Connection) -> dict[str, dict[str, int]]:
     """Trials per Optuna state for every study in the database, keyed by study (sweep) name."""
     query = (
         select(_studies.c.study_name, _state, func.count())
@@ -283,13 +281,12 @@ def state_counts_by_study(engine: Engine) -> dict[str, dict[str, int]]:
         .group_by(_studies.c.study_name, _state)
     )
     counts: dict[str, dict[str, int]] = {}
-    with engine.connect() as conn:
-        for name, state, n in conn.execute(query):
-            counts.setdefault(str(name), {})[str(state)] = int(n)
+    for name, state, n in conn.execute(query):
+        counts.setdefault(str(name), {})[str(state)] = int(n)
     return counts
 
 
-def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
+def fresh_heartbeats(conn: Connection, grace_period: float) -> dict[str, int]:
     """Running trials per study whose heartbeat is younger than ``grace_period`` seconds.
 
     Compared with the database's own clock, as Optuna's reaper does, so the
@@ -302,12 +299,11 @@ def fresh_heartbeats(engine: Engine, grace_period: float) -> dict[str, int]:
         .where(_state == "RUNNING")
     )
     alive: dict[str, int] = {}
-    with engine.connect() as conn:
-        now = conn.execute(select(func.now().label("now"))).scalar_one()
-        now = now.replace(tzinfo=None)  # naive, like the heartbeat column (as Optuna compares)
-        for name, heartbeat in conn.execute(query):
-            if (now - heartbeat).total_seconds() <= grace_period:
-                alive[str(name)] = alive.get(str(name), 0) + 1
+    now = conn.execute(select(func.now().label("now"))).scalar_one()
+    now = now.replace(tzinfo=None)  # naive, like the heartbeat column (as Optuna compares)
+    for name, heartbeat in conn.execute(query):
+        if (now - heartbeat).total_seconds() <= grace_period:
+            alive[str(name)] = alive.get(str(name), 0) + 1
     return alive
 
 
@@ -316,24 +312,23 @@ _study_user_attrs = table(
 )
 
 
-def study_user_attr(engine: Engine, study: int, key: str) -> Any:
+def study_user_attr(conn: Connection, study: int, key: str) -> Any:
     """The study's user attribute ``key``, or None."""
     query = select(_study_user_attrs.c.value_json).where(
         _study_user_attrs.c.study_id == study, _study_user_attrs.c.key == key
     )
-    with engine.connect() as conn:
-        found = conn.execute(query).scalar()
+    found = conn.execute(query).scalar()
     return None if found is None else json.loads(found)
 
 
-def evaluation_finished(engine: Engine, sweep_name: str) -> bool:
+def evaluation_finished(conn: Connection, sweep_name: str) -> bool:
     """Whether the sweep's evaluation trials are all planned and finished.
 
     A sweep created before evaluations existed has no evaluation study: nothing to wait for.
     """
-    study = study_id(engine, evaluation_study_name(sweep_name))
+    study = study_id(conn, evaluation_study_name(sweep_name))
     if study is None:
         return True
-    counts = state_counts(engine, study)
+    counts = state_counts(conn, study)
     idle = not counts.get("WAITING", 0) and not counts.get("RUNNING", 0)
-    return idle and study_user_attr(engine, study, STAGE_KEY) == Stage.DONE
+    return idle and study_user_attr(conn, study, STAGE_KEY) == Stage.DONE

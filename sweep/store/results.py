@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 
 from sweep.definition.evaluation import STAGE_KEY, Kind, Stage, evaluation_study_name
 from sweep.errors import NoResultYet, NotFound
@@ -62,13 +62,13 @@ SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error", "reused_from", "seed")
 DETAIL_ATTRS = (*SUMMARY_ATTRS, "curves")
 
 
-def _results(engine: Engine, ids: list[int], keys: tuple[str, ...]) -> list[TrialResult]:
-    return [TrialResult.from_row(row) for row in queries.trial_rows(engine, ids, keys)]
+def _results(conn: Connection, ids: list[int], keys: tuple[str, ...]) -> list[TrialResult]:
+    return [TrialResult.from_row(row) for row in queries.trial_rows(conn, ids, keys)]
 
 
-def study_id_of(engine: Engine, sweep: Sweep) -> int:
+def study_id_of(conn: Connection, sweep: Sweep) -> int:
     """The id of the sweep's Optuna study; NotFound if the database has none."""
-    study = queries.study_id(engine, sweep.name)
+    study = queries.study_id(conn, sweep.name)
     if study is None:
         raise NotFound(f"sweep {sweep.name!r} has no Optuna study in this database")
     return study
@@ -111,20 +111,20 @@ class EvaluationRun:
     curves: dict[str, list[float]]
 
 
-def evaluation_stage(engine: Engine, sweep: Sweep) -> str:
+def evaluation_stage(conn: Connection, sweep: Sweep) -> str:
     """search, reevaluation, test or done (done for a sweep without evaluation trials)."""
-    study = queries.study_id(engine, evaluation_study_name(sweep.name))
+    study = queries.study_id(conn, evaluation_study_name(sweep.name))
     if study is None:
         return Stage.DONE
-    return str(queries.study_user_attr(engine, study, STAGE_KEY) or Stage.SEARCH)
+    return str(queries.study_user_attr(conn, study, STAGE_KEY) or Stage.SEARCH)
 
 
-def evaluation_runs(engine: Engine, sweep: Sweep, *, curves: bool = False) -> list[EvaluationRun]:
+def evaluation_runs(conn: Connection, sweep: Sweep, *, curves: bool = False) -> list[EvaluationRun]:
     """Every evaluation trial of the sweep, in number order."""
-    study = queries.study_id(engine, evaluation_study_name(sweep.name))
+    study = queries.study_id(conn, evaluation_study_name(sweep.name))
     if study is None:
         return []
-    ids = queries.trial_ids_page(engine, study, after_number=-1, limit=100_000, state=None)
+    ids = queries.trial_ids_page(conn, study, after_number=-1, limit=100_000, state=None)
     keys = ("kind", "params", "seed", "trial_number", "metrics") + (("curves",) if curves else ())
     return [
         EvaluationRun(
@@ -138,7 +138,7 @@ def evaluation_runs(engine: Engine, sweep: Sweep, *, curves: bool = False) -> li
             metrics=dict(row.user_attrs.get("metrics", {})),
             curves=dict(row.user_attrs.get("curves", {})),
         )
-        for row in queries.trial_rows(engine, ids, keys)
+        for row in queries.trial_rows(conn, ids, keys)
     ]
 
 
@@ -148,7 +148,7 @@ def finished_run(runs: list[EvaluationRun], kind: str) -> EvaluationRun | None:
     return done[-1] if done else None
 
 
-def top_configurations(engine: Engine, sweep: Sweep, k: int) -> list[Configuration]:
+def top_configurations(conn: Connection, sweep: Sweep, k: int) -> list[Configuration]:
     """The ``k`` best configurations, best first.
 
     Until re-evaluation has finished, by the search run's validation loss (one
@@ -156,37 +156,37 @@ def top_configurations(engine: Engine, sweep: Sweep, k: int) -> list[Configurati
     their mean over seeds, then the others by their single value.
     """
     extra: dict[int, list[float]] = {}
-    if evaluation_stage(engine, sweep) in (Stage.TEST, Stage.DONE):
-        for run in evaluation_runs(engine, sweep):
+    if evaluation_stage(conn, sweep) in (Stage.TEST, Stage.DONE):
+        for run in evaluation_runs(conn, sweep):
             ok = run.value is not None and math.isfinite(run.value)
             if run.kind == Kind.REEVALUATION and ok and run.trial_number is not None:
                 extra.setdefault(int(run.trial_number), []).append(float(run.value or 0.0))
-    study = study_id_of(engine, sweep)
+    study = study_id_of(conn, sweep)
     # every re-evaluated configuration, wherever its search run ranks, and the best k overall
-    reevaluated = queries.trial_ids_by_number(engine, study, list(extra))
-    ids = list(dict.fromkeys([*reevaluated, *queries.best_trial_ids(engine, study, k)]))
+    reevaluated = queries.trial_ids_by_number(conn, study, list(extra))
+    ids = list(dict.fromkeys([*reevaluated, *queries.best_trial_ids(conn, study, k)]))
     configurations = [
         Configuration(
             trial=t,
             seed=t.seed if t.seed is not None else sweep.seed + t.number,
             values=(float(t.value or 0.0), *extra.get(t.number, ())),
         )
-        for t in _results(engine, ids, SUMMARY_ATTRS)
+        for t in _results(conn, ids, SUMMARY_ATTRS)
     ]
     configurations.sort(key=lambda c: (c.trial.number not in extra, c.mean, c.trial.number))
     return configurations[:k]
 
 
-def best_configuration(engine: Engine, sweep: Sweep) -> Configuration:
+def best_configuration(conn: Connection, sweep: Sweep) -> Configuration:
     """The best configuration so far; NoResultYet before a trial has completed."""
-    best = top_configurations(engine, sweep, 1)
+    best = top_configurations(conn, sweep, 1)
     if not best:
         raise NoResultYet(f"no trial of sweep {sweep.name!r} has completed yet; try again later")
     return best[0]
 
 
 def trial_page(
-    engine: Engine,
+    conn: Connection,
     sweep: Sweep,
     *,
     after_number: int = -1,
@@ -195,14 +195,14 @@ def trial_page(
 ) -> list[TrialResult]:
     """Up to ``limit`` trials numbered after ``after_number``, optionally in one state."""
     ids = queries.trial_ids_page(
-        engine, study_id_of(engine, sweep), after_number=after_number, limit=limit, state=state
+        conn, study_id_of(conn, sweep), after_number=after_number, limit=limit, state=state
     )
-    return _results(engine, ids, SUMMARY_ATTRS)
+    return _results(conn, ids, SUMMARY_ATTRS)
 
 
-def trial_result(engine: Engine, sweep: Sweep, number: int) -> TrialResult:
+def trial_result(conn: Connection, sweep: Sweep, number: int) -> TrialResult:
     """Trial ``number`` of the sweep, with its curves."""
-    trial_id = queries.trial_id_by_number(engine, study_id_of(engine, sweep), number)
+    trial_id = queries.trial_id_by_number(conn, study_id_of(conn, sweep), number)
     if trial_id is None:
         raise NotFound(f"sweep {sweep.name!r} has no trial {number}")
-    return _results(engine, [trial_id], DETAIL_ATTRS)[0]
+    return _results(conn, [trial_id], DETAIL_ATTRS)[0]

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from sweep.definition.status import SweepStatus
+from sweep.definition.status import UNFINISHED_STATUSES, SweepStatus
 from sweep.store.tables import Sweep
 
 
@@ -29,6 +29,22 @@ def set_status(
         update(Sweep)
         .where(Sweep.id == sweep_id, Sweep.status.in_([str(s) for s in only_from]))
         .values(status=str(status), **columns)
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def add_budget(session: Session, sweep_id: int, n_trials: int, *, reopen: bool) -> bool:
+    """Add ``n_trials`` to the sweep's budget: if ``reopen``, only while it is completed, and it
+    runs again; else only while it is unfinished. One compare-and-set UPDATE; True if it moved."""
+    sources = (SweepStatus.COMPLETED,) if reopen else UNFINISHED_STATUSES
+    columns: dict[str, Any] = {"n_trials": Sweep.n_trials + n_trials}
+    if reopen:
+        columns.update(status=str(SweepStatus.RUNNING), finished_at=None)
+    result = session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.status.in_([str(s) for s in sources]))
+        .values(**columns)
         .execution_options(synchronize_session="fetch")
     )
     return bool(getattr(result, "rowcount", 0) == 1)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from sweep.training.contract import (
+    BATCH_SIZE_MAX,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LR,
+    ModelTask,
+    Optimization,
+    check_known,
+    is_int,
+    optimization,
+)
 from sweep.training.data import (
     DIGITS_TRAIN_SIZE_MAX,
     DIGITS_TRAIN_SIZE_MIN,
@@ -17,25 +25,20 @@ from sweep.training.data import (
     load_digits_split,
     load_npz,
 )
+from sweep.training.model import build_mlp
 from sweep.training.tasks import EpochResult, RunConfig, TaskOptionsError
 from sweep.training.train import train_epochs
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from sweep.training.batched import BatchedRun
 
 DEFAULT_TRAIN_SIZE = 300  # small enough that p=0, λ=0 overfits within the default epochs
-DEFAULT_LR = 1e-3
-DEFAULT_BATCH_SIZE = 32
-BATCH_SIZE_MAX = 65_536
+DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
 
 
-@dataclass(frozen=True)
-class _Optimization:
-    lr: float
-    batch_size: int
-
-
-class DigitsMLP:
+class DigitsMLP(ModelTask):
     """The seed's MLP (64→256→128→10) on a small, fixed subset of scikit-learn's digits."""
 
     name = "digits-mlp"
@@ -47,35 +50,29 @@ class DigitsMLP:
         f"600 rows validate), lr (Adam, default {DEFAULT_LR}), "
         f"batch_size (default {DEFAULT_BATCH_SIZE})."
     )
-    options: ClassVar[dict[str, str]] = {
+    task_options: ClassVar[dict[str, str]] = {
         "train_size": f"training rows, {DIGITS_TRAIN_SIZE_MIN}…{DIGITS_TRAIN_SIZE_MAX} "
         f"(default {DEFAULT_TRAIN_SIZE}); 600 rows validate, the rest are the test split",
-        "lr": f"Adam's learning rate, in (0, 1] (default {DEFAULT_LR})",
-        "batch_size": f"rows per step, 1…{BATCH_SIZE_MAX} (default {DEFAULT_BATCH_SIZE})",
     }
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise TaskOptionsError naming the option and the rule if ``options`` is not valid."""
-        _check_known(self.name, options, {"train_size", "lr", "batch_size"})
+        super().check_options(options)
         _train_size(options)
-        _optimization(options)
 
-    def run(self, config: RunConfig) -> Iterator[EpochResult]:
-        """Train one trial on the digits, yielding after every epoch."""
-        data, opt = self._load(config.options)
-        return train_epochs(data, config, lr=opt.lr, batch_size=opt.batch_size)
+    def data(self, options: Mapping[str, Any]) -> Splits:
+        """The digits split for the option ``train_size`` (cached: every trial reads it)."""
+        return _digits(_train_size(options))
 
-    def has_test_split(self, options: Mapping[str, Any]) -> bool:
-        """The digits left over after training and validation are the test split."""
-        return True
+    def build(self, dropout: float) -> nn.Module:
+        """The seed's MLP sized for the digits."""
+        return build_mlp(DIGITS_FEATURES, DIGITS_CLASSES, dropout, dropout)
 
     def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
         """Train up to ``capacity`` trials of one sweep together (they share its options)."""
-        return _start_batch(self._load(configs[0].options), configs, capacity)
-
-    def _load(self, options: Mapping[str, Any]) -> tuple[Splits, _Optimization]:
+        options = configs[0].options
         self.check_options(options)
-        return _digits(_train_size(options)), _optimization(options)
+        return _start_batch((self.data(options), optimization(options)), configs, capacity)
 
 
 class NpzMLP:
@@ -96,8 +93,8 @@ class NpzMLP:
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise TaskOptionsError if an option or the file it names is not valid."""
-        _check_known(self.name, options, {"path", "lr", "batch_size"})
-        _optimization(options)
+        check_known(self.name, options, {"path", "lr", "batch_size"})
+        optimization(options)
         check_npz(_path(options))
 
     def run(self, config: RunConfig) -> Iterator[EpochResult]:
@@ -109,9 +106,9 @@ class NpzMLP:
         """Train up to ``capacity`` trials of one sweep together (they share its options)."""
         return _start_batch(self._load(configs[0].options), configs, capacity)
 
-    def _load(self, options: Mapping[str, Any]) -> tuple[Splits, _Optimization]:
-        _check_known(self.name, options, {"path", "lr", "batch_size"})
-        opt = _optimization(options)
+    def _load(self, options: Mapping[str, Any]) -> tuple[Splits, Optimization]:
+        check_known(self.name, options, {"path", "lr", "batch_size"})
+        opt = optimization(options)
         file = Path(_path(options)).expanduser().resolve()
         stat = file.stat() if file.is_file() else None
         # keyed on mtime and size so a rewritten file is read again
@@ -124,7 +121,7 @@ class NpzMLP:
 
 
 def _start_batch(
-    loaded: tuple[Splits, _Optimization], configs: Sequence[RunConfig], capacity: int
+    loaded: tuple[Splits, Optimization], configs: Sequence[RunConfig], capacity: int
 ) -> BatchedRun:
     from sweep.training.batched import BatchedRun
 
@@ -149,44 +146,14 @@ def _npz(path: str, mtime_ns: int, size: int) -> Splits:
     return load_npz(path)
 
 
-def _check_known(task: str, options: Mapping[str, Any], known: set[str]) -> None:
-    unknown = set(options) - known
-    if unknown:
-        raise TaskOptionsError(
-            f"unknown option(s) {', '.join(sorted(unknown))} for task {task!r}; "
-            f"valid: {', '.join(sorted(known))}"
-        )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _train_size(options: Mapping[str, Any]) -> int:
     value = options.get("train_size", DEFAULT_TRAIN_SIZE)
-    if not _is_int(value) or not DIGITS_TRAIN_SIZE_MIN <= value <= DIGITS_TRAIN_SIZE_MAX:
+    if not is_int(value) or not DIGITS_TRAIN_SIZE_MIN <= value <= DIGITS_TRAIN_SIZE_MAX:
         raise TaskOptionsError(
             f"train_size must be an integer from {DIGITS_TRAIN_SIZE_MIN} to "
             f"{DIGITS_TRAIN_SIZE_MAX}; got {value!r}"
         )
     return int(value)
-
-
-def _optimization(options: Mapping[str, Any]) -> _Optimization:
-    lr = options.get("lr", DEFAULT_LR)
-    if (
-        not isinstance(lr, int | float)
-        or isinstance(lr, bool)
-        or not math.isfinite(lr)
-        or not 0 < lr <= 1
-    ):
-        raise TaskOptionsError(f"lr must be a number greater than 0 and at most 1; got {lr!r}")
-    batch_size = options.get("batch_size", DEFAULT_BATCH_SIZE)
-    if not _is_int(batch_size) or not 1 <= batch_size <= BATCH_SIZE_MAX:
-        raise TaskOptionsError(
-            f"batch_size must be an integer from 1 to {BATCH_SIZE_MAX}; got {batch_size!r}"
-        )
-    return _Optimization(float(lr), int(batch_size))
 
 
 def _path(options: Mapping[str, Any]) -> str:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 from sweep.training.data import Splits
 from sweep.training.model import build_mlp
-from sweep.training.tasks import EpochResult, RunConfig
+from sweep.training.tasks import EpochResult, RunConfig, TrialParams
 
 EVAL_CHUNK_ROWS = 65_536  # bounds validation memory on a large user dataset
+
+ModelFactory = Callable[[TrialParams], nn.Module]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def pick_device(requested: str) -> str:
@@ -56,16 +59,26 @@ def make_optimizer(
 
 # Over 60 lines on purpose: the training loop is one straight function, read top to bottom.
 def train_epochs(
-    data: Splits, config: RunConfig, *, lr: float, batch_size: int
+    data: Splits,
+    config: RunConfig,
+    *,
+    lr: float,
+    batch_size: int,
+    build: ModelFactory | None = None,
+    loss: Loss = nn.functional.cross_entropy,
 ) -> Iterator[EpochResult]:
-    """Train the seed's MLP on ``data`` with the trial's dropout and weight decay.
+    """Train ``build(params)`` (default: the seed's MLP) on ``data`` with the trial's dropout
+    and weight decay.
 
-    Yields train loss (mean per training row, dropout on), validation loss and
-    accuracy after every epoch. The same config gives bit-identical results on
-    the CPU. With ``config.patience`` set, it stops after that many epochs
-    without a better validation loss. With ``config.evaluate_test`` (and a test
-    split in ``data``), each epoch that improves the validation loss also reports
-    test loss and accuracy, so the last reported pair is the chosen epoch's.
+    ``build`` runs right after the trial's seed is set, so the seed fixes the
+    initial weights; ``loss`` is the mean over a batch of the model's outputs
+    (class scores) against the labels. Yields train loss (mean per training row,
+    dropout on), validation loss and accuracy after every epoch. The same config
+    gives bit-identical results on the CPU. With ``config.patience`` set, it
+    stops after that many epochs without a better validation loss. With
+    ``config.evaluate_test`` (and a test split in ``data``), each epoch that
+    improves the validation loss also reports test loss and accuracy, so the
+    last reported pair is the chosen epoch's.
     """
     device = torch.device(config.device)
     torch.manual_seed(config.seed)  # weights and dropout masks
@@ -79,10 +92,13 @@ def train_epochs(
     n_train, n_val = len(y_train), len(y_val)
 
     params = config.params
-    model = build_mlp(data.n_features, data.n_classes, params.dropout_1, params.dropout_2)
+    model: nn.Module
+    if build is None:
+        model = build_mlp(data.n_features, data.n_classes, params.dropout_1, params.dropout_2)
+    else:
+        model = build(params)
     model.to(device)
     optimizer = make_optimizer(model, config.penalty, lr, params.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
 
     best_val_loss = math.inf
     epochs_since_best = 0
@@ -92,21 +108,21 @@ def train_epochs(
         train_loss_sum = torch.zeros((), device=device)  # summed on device: no sync per step
         for start in range(0, n_train, batch_size):
             batch = order[start : start + batch_size]
-            loss = loss_fn(model(X_train[batch]), y_train[batch])
+            batch_loss = loss(model(X_train[batch]), y_train[batch])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(batch_loss)
             optimizer.step()
-            train_loss_sum += loss.detach() * len(batch)
+            train_loss_sum += batch_loss.detach() * len(batch)
 
         model.eval()
-        val_loss_sum, correct = _evaluate(model, X_val, y_val)
+        val_loss_sum, correct = _evaluate(model, loss, X_val, y_val)
         # one host sync per epoch
         sums = torch.stack([train_loss_sum, val_loss_sum, correct]).tolist()
         train_sum, val_sum, n_correct = sums
         val_loss = val_sum / n_val
         test_loss = test_accuracy = None
         if X_test is not None and y_test is not None and val_loss < best_val_loss:
-            test_sum, test_correct = _evaluate(model, X_test, y_test)
+            test_sum, test_correct = _evaluate(model, loss, X_test, y_test)
             test_loss = test_sum.item() / len(y_test)
             test_accuracy = test_correct.item() / len(y_test)
         yield EpochResult(
@@ -122,15 +138,15 @@ def train_epochs(
 
 
 def _evaluate(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor
+    model: nn.Module, loss: Loss, X: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and number of correct predictions on (X, y), in chunks, on device."""
+    """Summed loss and number of correct predictions on (X, y), in chunks, on device."""
     loss_sum = torch.zeros((), device=X.device)
     correct = torch.zeros((), device=X.device)
     with torch.no_grad():
         for start in range(0, len(y), EVAL_CHUNK_ROWS):
             logits = model(X[start : start + EVAL_CHUNK_ROWS])
             labels = y[start : start + EVAL_CHUNK_ROWS]
-            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum")
+            loss_sum += loss(logits, labels) * len(labels)
             correct += (logits.argmax(dim=1) == labels).sum()
     return loss_sum, correct

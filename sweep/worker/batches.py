@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sweep.scheduler.claims import Claim, claim_trial
 from sweep.scheduler.leases import LeaseLost, TrialRun
 from sweep.store.engine import is_outage
-from sweep.training.tasks import BatchableTask, get_task
+from sweep.training.tasks import BatchableTask, Task
 from sweep.worker.runs import (
     Outcome,
     WorkerContext,
@@ -57,10 +57,9 @@ class _Members:
         self.closed += 1
 
 
-def run_batch(context: WorkerContext, first: Claim, capacity: int) -> int | None:
-    """Train ``first`` and more trials of its sweep together; the number of trials run,
-    or None if the task has no batched form."""
-    task = get_task(first.task)
+def run_batch(context: WorkerContext, task: Task, first: Claim, capacity: int) -> int | None:
+    """Train ``first`` and more trials of its sweep (of ``task``) together; the number of
+    trials run, or None if the task has no batched form."""
     if not isinstance(task, BatchableTask):
         return None
     with ExitStack() as leases:  # no lease outlives the batch, however it ends

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -17,10 +18,10 @@ from sweep.scheduler.claims import Claim, claim_trial
 from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
-from sweep.store.engine import is_outage, make_engine, make_session_factory
+from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
 from sweep.store.migrations import check_ready
 from sweep.store.work import SweepWork, sweeps_by_share
-from sweep.training.tasks import RunConfig, get_task
+from sweep.training.tasks import RunConfig, Task, UnknownTaskError, get_task
 from sweep.worker.batches import run_batch
 from sweep.worker.runs import (
     Outcome,
@@ -36,6 +37,34 @@ log = logging.getLogger("sweep.worker")
 
 MAX_BACKOFF_S = 30.0
 CHOOSE_AGAIN = 4  # fair-share choices a poll makes before it waits for the next one
+# How long a worker leaves alone a sweep whose task is not installed here before it
+# looks again (the package may be installed meanwhile; other workers may have it).
+MISSING_TASK_RETRY_S = 60.0
+
+
+class IdleBackoff:
+    """How long an idle worker waits before asking for work again.
+
+    The wait doubles from ``first`` up to ``most`` while nothing is claimable and
+    starts over after a claim; each wait is drawn from [wait/2, wait], so a fleet of
+    workers started together does not poll the database in step.
+    """
+
+    def __init__(self, first: float, most: float, rng: random.Random | None = None) -> None:
+        self.first = first
+        self.most = max(first, most)
+        self._wait = first
+        self._rng = rng or random.Random()
+
+    def next_wait(self) -> float:
+        """Seconds to wait now; the next call waits up to twice as long."""
+        wait = self._wait * self._rng.uniform(0.5, 1.0)
+        self._wait = min(self._wait * 2, self.most)
+        return wait
+
+    def reset(self) -> None:
+        """A trial was claimed: the next idle wait is short again."""
+        self._wait = self.first
 
 
 class Worker:
@@ -59,12 +88,13 @@ class Worker:
         self.exit_when_idle = exit_when_idle
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
         self.stopping = threading.Event()
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, Pooling.of(settings))
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
         self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
         self._reaped_at: dict[int, float] = {}
         self._active_seen = True  # whether the last poll saw a queued or running sweep
+        self._task_missing_until: dict[int, float] = {}  # sweep id → when to try it again
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
         """Finish or release the current trial at the next epoch, then exit."""
@@ -80,6 +110,7 @@ class Worker:
             return 0
         log.info("worker %s started on %s", self.name, self.settings.safe_database_url)
         backoff = self.settings.poll_interval
+        idle = IdleBackoff(self.settings.poll_interval, self.settings.max_poll_interval)
         while not self.stopping.is_set():
             try:
                 claim = self._next_claim()
@@ -99,14 +130,18 @@ class Worker:
                 if self.exit_when_idle and not self._active_seen:
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
-                self.stopping.wait(self.settings.poll_interval)
+                self.stopping.wait(idle.next_wait())
+                continue
+            idle.reset()
+            task = self._task_of(claim)
+            if task is None:
                 continue
             # evaluation trials (claim.study_name set) train alone: the test split is per trial
             batched = None
             if self.batch > 1 and not claim.study_name:
-                batched = run_batch(self.context, claim, self.batch)
+                batched = run_batch(self.context, task, claim, self.batch)
             if batched is None:
-                self._run_trial(claim)
+                self._run_trial(task, claim)
             else:
                 self.trials_run += batched
         self.engine.dispose()
@@ -126,6 +161,34 @@ class Worker:
                     warned = True
             self.stopping.wait(self.settings.poll_interval)
         return False
+
+    def _task_of(self, claim: Claim) -> Task | None:
+        """The claim's task; None, with the trial given back, if it cannot be loaded here."""
+        try:
+            return get_task(claim.task)
+        except (UnknownTaskError, ImportError) as exc:
+            log.error(
+                "task %r is not installed on this worker (%s); released sweep=%s trial=%d "
+                "back to the queue, not counted as an attempt; this worker skips the sweep "
+                "for %.0f s. Install the task's package here, or run its sweeps on workers "
+                "that have it",
+                claim.task,
+                _first_line(exc),
+                claim.study,
+                claim.number,
+                MISSING_TASK_RETRY_S,
+                extra={
+                    "event": "release",
+                    "sweep": claim.sweep_name,
+                    "trial": claim.number,
+                    "worker": self.name,
+                    "task": claim.task,
+                },
+            )
+            run = TrialRun(self.settings, self.factory, claim)
+            run.release(f"task {claim.task!r} is not installed on worker {self.name}; re-queued")
+            self._task_missing_until[claim.sweep_id] = time.monotonic() + MISSING_TASK_RETRY_S
+            return None
 
     def _next_claim(self) -> Claim | None:
         """A trial of the first sweep in fair-share order that hands one out (sweep.store.work).
@@ -161,6 +224,8 @@ class Worker:
         for work in found:
             if not (work.claimable or work.needs_settling):
                 continue
+            if time.monotonic() < self._task_missing_until.get(work.sweep.id, 0.0):
+                continue
             sweep_id, seen = work.sweep.id, work.running
             claim = None
             if work.claimable:
@@ -179,11 +244,11 @@ class Worker:
                 return None, True
         return None, False
 
-    def _run_trial(self, claim: Claim) -> None:
+    def _run_trial(self, task: Task, claim: Claim) -> None:
         started = time.perf_counter()
         with start_run(self.context, claim) as run:
             try:
-                outcome = self._train(run, run_config(claim, self.device))
+                outcome = self._train(task, run, run_config(claim, self.device))
             except Exception as exc:
                 outcome = end_with_error(run, exc, self.name)
                 if outcome is Outcome.FAIL:  # a hopeless sweep ends now
@@ -192,8 +257,7 @@ class Worker:
                 log_outcome(run, outcome, started, self.name)
         self.trials_run += 1
 
-    def _train(self, run: TrialRun, config: RunConfig) -> Outcome:
-        task = get_task(run.claim.task)
+    def _train(self, task: Task, run: TrialRun, config: RunConfig) -> Outcome:
         for result in task.run(config):
             log.debug(
                 "report sweep=%s trial=%d epoch=%d val_loss=%.6g",

@@ -47,11 +47,11 @@ class Processes:
         assert created.returncode == 0, created.stderr
         return created.stdout.strip()
 
-    def api(self) -> httpx.Client:
+    def api(self, *options: str) -> httpx.Client:
         """`sweep api` on a free port, and a client that sends a user token (also SWEEP_TOKEN)."""
         token = self.env["SWEEP_TOKEN"] = self.token()
         port = free_port()
-        self.start("api", "--port", str(port), name="api")
+        self.start("api", "--port", str(port), *options, name="api")
         client = httpx.Client(
             base_url=f"http://127.0.0.1:{port}",
             timeout=30,
@@ -100,6 +100,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
             "SWEEP_GRACE_PERIOD": "3",
             "SWEEP_REAP_INTERVAL": "1",
             "SWEEP_POLL_INTERVAL": "0.2",
+            "SWEEP_MAX_POLL_INTERVAL": "1",
             "OMP_NUM_THREADS": "1",
         }
         made.append(Processes(env, tmp_path))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import optuna
+import pytest
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,9 +15,10 @@ from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import settle_sweep
 from sweep.service import sweeps
 from sweep.store.engine import transaction
-from sweep.training.tasks import EpochResult
+from sweep.store.tables import Sweep
+from sweep.training.tasks import EpochResult, get_task
 from sweep.worker.loop import Worker
-from tests.helpers import make_sweep
+from tests.helpers import make_sweep, run_worker
 
 
 def states(settings: Settings, name: str) -> list[TrialState]:
@@ -53,7 +57,7 @@ def test_cancel_stops_a_running_trial_at_the_next_epoch(
             sweeps.control_sweep(session, "cancel-me", "cancel")
         # the lease thread notices within one heartbeat interval
         assert run.cancelled.wait(settings.heartbeat_interval * 3)
-        assert worker._train(run, _config(claim)) == "cancelled"
+        assert worker._train(get_task(claim.task), run, _config(claim)) == "cancelled"
     trial = optuna.load_study(study_name="cancel-me", storage=settings.database_url).trials[0]
     assert trial.state == TrialState.FAIL
     assert "cancelled" in trial.user_attrs["error"]
@@ -120,3 +124,38 @@ def test_released_trial_is_requeued_with_the_same_params(
     assert again.seed == claim.seed
     assert claim_trial(settings, factory, sweep_id, "w") is None  # budget still 1
     settle_sweep(settings, factory, sweep_id)
+
+
+def test_a_worker_without_the_task_gives_the_trial_back_as_the_same_attempt(
+    settings: Settings, factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    sweep_id = make_sweep(settings, factory, "needs-plugin", n_trials=1)
+    with transaction(factory) as session:  # as if the plug-in were installed only elsewhere
+        sweep_row = session.get(Sweep, sweep_id)
+        assert sweep_row is not None
+        sweep_row.task = "not-installed-here"
+    worker = Worker(settings, device="cpu")
+    claim = worker._next_claim()
+    assert claim is not None
+
+    with caplog.at_level(logging.ERROR, logger="sweep.worker"):
+        assert worker._task_of(claim) is None
+    assert "task 'not-installed-here' is not installed on this worker" in caplog.text
+    assert "released sweep=needs-plugin trial=0 back to the queue" in caplog.text
+    study = optuna.load_study(study_name="needs-plugin", storage=settings.database_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert "not installed on worker" in study.trials[0].user_attrs["error"]
+    assert worker._next_claim() is None  # it leaves the sweep to workers that have the task
+
+    with transaction(factory) as session:  # a worker that has it takes the same configuration
+        sweep_row = session.get(Sweep, sweep_id)
+        assert sweep_row is not None
+        sweep_row.task = "synthetic"
+    run_worker(settings)
+    study = optuna.load_study(study_name="needs-plugin", storage=settings.database_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].params == claim.params
+    assert study.trials[1].user_attrs["attempt"] == claim.attempt  # not counted as an attempt
+    with factory() as session:
+        sweep_row = session.get(Sweep, sweep_id)
+        assert sweep_row is not None and sweep_row.status == "completed"

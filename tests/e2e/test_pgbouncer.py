@@ -1,0 +1,146 @@
+"""The API and two workers through a real PgBouncer in transaction mode: claims, a kill, a retry.
+
+PgBouncer (the Debian package) is installed by this set-up when it is missing and
+the tests run as root; it listens on a free port in front of the test's database.
+SWEEP_TRANSACTION_POOLER makes sweep use NullPool and no prepared statements,
+without which psycopg's prepared statements break behind a transaction pooler.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import optuna
+import psycopg
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import IN_CI, PG_ADMIN_URL, drop_pg_database, new_pg_database
+from tests.e2e.conftest import free_port, wait_for
+
+POOL_SIZE = 4  # server connections PgBouncer may open to the database
+
+
+def _pgbouncer_binary() -> str:
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "pgbouncer"],
+        ):
+            subprocess.run(command, capture_output=True, timeout=600, check=False)
+        found = shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+    if found is None:
+        if IN_CI:
+            pytest.fail("pgbouncer is required in CI: apt-get install -y pgbouncer")
+        pytest.skip("pgbouncer is not installed (apt-get install -y pgbouncer)")
+    return found
+
+
+def _server_connections(database: str) -> int:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def bouncer(pg_template: str) -> Iterator[tuple[str, str]]:
+    """(URL through PgBouncer, database name): a fresh copy of the migrated template."""
+    binary = _pgbouncer_binary()
+    direct = new_pg_database(pg_template)
+    database = direct.rsplit("/", 1)[1]
+    # PgBouncer refuses to run as root: it drops to postgres, which must read its files.
+    workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    workdir.chmod(0o777)
+    port = free_port()
+    (workdir / "userlist.txt").write_text('"postgres" ""\n')
+    (workdir / "pgbouncer.ini").write_text(
+        f"[databases]\n{database} = host=127.0.0.1 port=5432 dbname={database}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {workdir}/userlist.txt\npool_mode = transaction\n"
+        f"default_pool_size = {POOL_SIZE}\nmax_client_conn = 500\n"
+        f"logfile = {workdir}/pgbouncer.log\n"
+    )
+    for path in workdir.iterdir():
+        path.chmod(0o666)
+    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen(
+        [binary, *as_user, str(workdir / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+    try:
+        wait_for(lambda: _accepts(port), 10, "pgbouncer to listen")
+        yield url, database
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        drop_pg_database(direct)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_api_and_two_workers_through_pgbouncer_survive_a_kill(processes, bouncer) -> None:  # type: ignore[no-untyped-def]
+    url, database = bouncer
+    procs = processes(url)
+    procs.env["SWEEP_TRANSACTION_POOLER"] = "true"
+    upgraded = procs.run("db", "upgrade")  # migrations through the pooler, too
+    assert upgraded.returncode == 0, upgraded.stderr
+    api: httpx.Client = procs.api()
+    created = api.post(
+        "/v1/sweeps",
+        json={
+            "name": "pooled",
+            "task": "synthetic",
+            "n_trials": 4,
+            "epochs": 4,
+            "task_options": {"epoch_seconds": 0.25},
+            "pruner": "none",
+            "baseline": False,
+            "reevaluate_top": 0,
+        },
+    )
+    assert created.status_code == 201, created.text
+    victim = procs.start("worker", "--device", "cpu", name="victim")
+    procs.start("worker", "--device", "cpu", name="survivor")
+    storage = url
+
+    def running() -> int:
+        study = optuna.load_study(study_name="pooled", storage=storage)
+        return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    wait_for(lambda: running() == 2, 60, "both workers training")
+    peak = _server_connections(database)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    def completed() -> bool:
+        response = api.get("/v1/sweeps/pooled")
+        return response.status_code == 200 and response.json()["status"] == "completed"
+
+    wait_for(completed, 90, "the survivor to finish the sweep, the killed trial's retry too")
+    trials = optuna.load_study(study_name="pooled", storage=storage).get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.FAIL) == 1, states  # the killed worker's trial …
+    assert states.count(TrialState.COMPLETE) == 4, states  # … retried: 4 configurations, exact
+    for log in ("api", "survivor"):
+        assert "prepared statement" not in procs.log(log), procs.log(log)
+    # PgBouncer's pool, not the number of client processes, bounds server connections.
+    assert peak <= POOL_SIZE, peak
