@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sweep.definition.spec import SweepSpec
+from sweep.definition.spec import SweepScheduling, SweepSpec
 from sweep.definition.statistics import Summary
 from sweep.errors import InvalidToken
 from sweep.service.sweeps import SweepProgress
@@ -46,6 +46,14 @@ class SweepCreate(SweepSpec):
     )
 
 
+class SweepChange(SweepScheduling):
+    """Body of PATCH /v1/sweeps/{name}: only ``priority`` and ``max_concurrent``."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"priority": 10, "max_concurrent": 4}]}
+    )
+
+
 class SweepExtend(BaseModel):
     """Body of POST /v1/sweeps/{name}/extend."""
 
@@ -80,6 +88,9 @@ class SweepOut(BaseModel):
     race: bool
     race_seeds: int
     test_split: bool
+    priority: int = Field(description="workers serve the highest priority with work first")
+    max_concurrent: int | None = Field(description="most trials running at once; null: no cap")
+    created_by: int | None = Field(description="id of the API token that created the sweep")
     configurations_started: int = Field(description="configurations tried so far (the budget)")
     trials: dict[str, int] = Field(description="number of trials per Optuna state")
     evaluations: dict[str, int] = Field(
@@ -116,6 +127,9 @@ class SweepOut(BaseModel):
             race=s.race,
             race_seeds=s.race_seeds,
             test_split=s.test_split,
+            priority=s.priority,
+            max_concurrent=s.max_concurrent,
+            created_by=s.created_by,
             configurations_started=progress.configurations,
             trials=progress.counts,
             evaluations=progress.evaluations,

@@ -37,14 +37,19 @@ def run_worker(settings: Settings) -> None:
 
 
 def make_sweep(
-    settings: Settings, factory: sessionmaker[Session], name: str, **fields: object
+    settings: Settings,
+    factory: sessionmaker[Session],
+    name: str,
+    *,
+    created_by: int | None = None,
+    **fields: object,
 ) -> int:
     """Create a sweep in the store (synthetic task, 3 epochs, unless ``fields`` say); its id."""
     spec = sweeps.SweepSpec.model_validate(
         {"name": name, "task": "synthetic", "epochs": 3, **fields}
     )
     with transaction(factory) as session:
-        return sweeps.create_sweep(session, storage_for(settings), spec).id
+        return sweeps.create_sweep(session, storage_for(settings), spec, created_by=created_by).id
 
 
 Arrays = dict[str, npt.NDArray[np.generic]]

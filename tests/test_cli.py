@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,7 +73,10 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     assert procs.run("db", "upgrade").returncode == 0
     api = procs.api()
     made = Cli(procs, str(api.base_url).rstrip("/"), tmp)
-    submitted = made.run("submit", "done", *FAST, "--n-trials", "6", "--sampler", "random")
+    submitted = made.run(
+        "submit", "done", *FAST, "--n-trials", "6", "--sampler", "random",
+        "--priority", "3", "--max-concurrent", "2",
+    )  # fmt: skip
     assert submitted.code == 0 and "queued sweep done: 6 trials" in submitted.out, submitted
     spec = tmp / "broken.json"
     spec.write_text(json.dumps({"task_options": {"fail": True}, "max_attempts": 1}))
@@ -104,6 +108,10 @@ def test_ls_show_best_and_importance_print_tables_and_json(cli: Cli) -> None:
     shown = cli.run("show", "done")
     assert shown.code == 0 and "completed" in shown.out and "random" in shown.out
     assert json.loads(cli.run("show", "done", "--json").out)["trials"] == {"COMPLETE": 6}
+    assert re.search(r"max_concurrent\s+│ 2 ", shown.out) and re.search(
+        r"priority\s+│ 3 ", shown.out
+    )
+    assert "0 / 2" in listed.out  # running / cap
 
     top = json.loads(cli.run("best", "done", "-k", "3", "--json").out)
     assert [t["fresh_mean"] for t in top] == sorted(t["fresh_mean"] for t in top)

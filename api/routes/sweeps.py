@@ -6,13 +6,14 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from api.deps import ConnectionDep, SessionDep, SettingsDep, StorageDep, authorize
+from api.deps import AUTH_OFF, ConnectionDep, SessionDep, SettingsDep, StorageDep, authorize
 from api.params import StoredInt
 from api.schemas import (
     BestOut,
     ConfigurationOut,
     ErrorOut,
     ImportanceOut,
+    SweepChange,
     SweepCreate,
     SweepExtend,
     SweepOut,
@@ -23,6 +24,7 @@ from sweep.definition.evaluation import Kind
 from sweep.definition.spec import NAME_PATTERN
 from sweep.definition.status import SWEEP_STATUSES
 from sweep.service import charts, importance, sweeps
+from sweep.service.tokens import TokenInfo
 from sweep.store import results
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"], dependencies=[Depends(authorize)])
@@ -60,9 +62,15 @@ CREATED_LINKS = {
     response_model=SweepOut,
     responses={201: {"links": CREATED_LINKS}, 409: {"model": ErrorOut}},
 )
-def create_sweep(body: SweepCreate, session: SessionDep, storage: StorageDep) -> SweepOut:
+def create_sweep(
+    body: SweepCreate,
+    session: SessionDep,
+    storage: StorageDep,
+    caller: Annotated[TokenInfo, Depends(authorize)],
+) -> SweepOut:
     """Queue a new sweep; workers start on it at once."""
-    sweep = sweeps.create_sweep(session, storage, body)
+    created_by = None if caller is AUTH_OFF else caller.id
+    sweep = sweeps.create_sweep(session, storage, body, created_by=created_by)
     return SweepOut.from_progress(sweeps.SweepProgress(sweep, {}, 0))
 
 
@@ -143,6 +151,15 @@ def param_importance(name: SweepName, session: SessionDep, conn: ConnectionDep) 
     sweep = sweeps.get_sweep(session, name)
     found = importance.param_importances(conn, sweep)
     return ImportanceOut(importances=found.importances, trials=found.trials)
+
+
+@router.patch("/{name}", response_model=SweepOut, responses=ERRORS)
+def change_sweep(
+    name: SweepName, body: SweepChange, session: SessionDep, conn: ConnectionDep
+) -> SweepOut:
+    """Change ``priority`` or ``max_concurrent``; workers follow at their next claim."""
+    sweep = sweeps.change_scheduling(session, name, body)
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))
 
 
 def _control(action: str, name: str, session: SessionDep, conn: ConnectionDep) -> SweepOut:

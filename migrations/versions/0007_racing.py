@@ -1,7 +1,7 @@
 """Racing: re-evaluate the leaders in rounds until the best is told apart.
 
 Revision ID: 0007
-Revises: 0005 (for now: 0006 and 0007 are being added on other branches; rechain at merge)
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

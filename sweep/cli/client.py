@@ -128,6 +128,12 @@ def submit(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the sampler and of trial 0")] = 0,
+    priority: Annotated[
+        int | None, typer.Option(help="workers serve the highest first [default: 0]")
+    ] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(help="most trials running at once [default: no cap]")
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -145,6 +151,8 @@ def submit(
         "n_trials": n_trials,
         "sampler_options": sampler_options,
         "pruner_options": pruner_options,
+        "priority": priority,
+        "max_concurrent": max_concurrent,
     }
     body.update(
         name=name,
@@ -174,14 +182,15 @@ def list_sweeps(
     if as_json:
         console.print_json(data=page)
         return
-    table = Table("name", "status", "task", "done / budget", "running", "created")
+    table = Table("name", "status", "task", "done / budget", "running / cap", "priority", "created")
     for s in page["items"]:
         table.add_row(
             s["name"],
             s["status"],
             s["task"],
             f"{_done(s)} / {s['n_trials']}",
-            str(s["trials"].get("RUNNING", 0)),
+            f"{s['trials'].get('RUNNING', 0)} / {_cap(s)}",
+            str(s.get("priority", 0)),
             s["created_at"][:19],
         )
     console.print(table)
@@ -199,11 +208,18 @@ def show(name: str, api_url: ApiOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(key, str(s[key]))
     for key in ("sampler_options", "pruner_options"):
         table.add_row(key, ", ".join(f"{k}={v}" for k, v in s.get(key, {}).items()) or "-")
+    table.add_row("priority", str(s.get("priority", 0)))
+    table.add_row("max_concurrent", _cap(s))
     table.add_row("done", f"{_done(s)} / {s['n_trials']}")
     table.add_row("trials", ", ".join(f"{k}={v}" for k, v in sorted(s["trials"].items())) or "-")
     if s["error"]:
         table.add_row("error", s["error"])
     console.print(table)
+
+
+def _cap(s: dict[str, Any]) -> str:
+    cap = s.get("max_concurrent")
+    return "no cap" if cap is None else str(cap)
 
 
 @app.command()

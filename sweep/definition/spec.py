@@ -104,6 +104,20 @@ class SweepSpec(BaseModel):
         strict=True,
         description="report the chosen configuration's loss on the held-out test split",
     )
+    priority: int = Field(
+        0,
+        ge=-1000,
+        le=1000,
+        strict=True,
+        description="workers serve the highest priority with work first",
+    )
+    max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TRIALS,
+        strict=True,
+        description="most trials of this sweep running at once; null: no cap",
+    )
 
     @field_validator("name")
     @classmethod
@@ -178,6 +192,27 @@ class SweepSpec(BaseModel):
                 f"n_trials ({self.n_trials}) is more than the grid's {size} configurations; "
                 f"leave n_trials out to run the whole grid once"
             )
+
+
+class SweepScheduling(BaseModel):
+    """What may change on a sweep that is already running: how workers share out its trials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int = Field(0, ge=-1000, le=1000, strict=True, description="highest first")
+    max_concurrent: int | None = Field(
+        None, ge=1, le=MAX_TRIALS, strict=True, description="null: no cap"
+    )
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> SweepScheduling:
+        if not self.model_fields_set:
+            raise ValueError("give priority, max_concurrent or both")
+        return self
+
+    def changes(self) -> dict[str, int | None]:
+        """The fields the request gave, with their new values."""
+        return self.model_dump(include=self.model_fields_set)
 
 
 def _walk(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:

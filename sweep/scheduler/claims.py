@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import metrics
@@ -78,15 +78,34 @@ def active_sweeps(factory: sessionmaker[Session]) -> list[Sweep]:
         return list(session.scalars(query))
 
 
+def no_room(conn: Connection, sweep: Sweep, running_seen: int | None) -> bool:
+    """Whether the sweep may not hand out a trial now (ask under its claim lock: every claim
+    takes that lock, so no two claims both see room for one more).
+
+    No room: it runs ``max_concurrent`` trials already, or more than the ``running_seen``
+    the caller chose it by (another worker claimed while this one waited for the lock,
+    so the fair-share choice is stale and the caller should choose again).
+    """
+    if sweep.max_concurrent is None and running_seen is None:
+        return False
+    running = queries.running_trials(conn, sweep.name)
+    if running_seen is not None and running > running_seen:
+        return True
+    return sweep.max_concurrent is not None and running >= sweep.max_concurrent
+
+
 def claim_trial(
     settings: Settings,
     factory: sessionmaker[Session],
     sweep_id: int,
     worker: str,
+    *,
+    running_seen: int | None = None,
 ) -> Claim | None:
     """Give this worker one trial of the sweep, or None if it has no work to hand out.
 
-    Under the sweep's lock: the sweep must be queued or running, and either a
+    Under the sweep's lock: the sweep must be queued or running, with room
+    (``no_room``), and either a
     re-queued trial is waiting or the budget has room for a new configuration.
     Proposals identical to a completed trial are completed with its result on
     the way (sweep.duplicates), so a worker only gets params worth training.
@@ -97,6 +116,8 @@ def claim_trial(
         if sweep is None or sweep.status not in ACTIVE_STATUSES:
             return None
         conn = session.connection()
+        if no_room(conn, sweep, running_seen):
+            return None
         study_id = queries.study_id(conn, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
         storage = storage_for(settings, sweep.max_attempts)

@@ -47,7 +47,7 @@ from sweep.definition.evaluation import (
 from sweep.definition.space import Space
 from sweep.definition.statistics import race_step
 from sweep.definition.status import ACTIVE_STATUSES
-from sweep.scheduler.claims import Claim
+from sweep.scheduler.claims import Claim, no_room
 from sweep.store import queries
 from sweep.store.locks import locked_sweep
 from sweep.store.optuna_compat import trial_id
@@ -108,6 +108,8 @@ def claim_evaluation(
     factory: sessionmaker[Session],
     sweep_id: int,
     worker: str,
+    *,
+    running_seen: int | None = None,
 ) -> Claim | None:
     """Give this worker one evaluation trial of the sweep, or None if none is ready.
 
@@ -130,6 +132,8 @@ def claim_evaluation(
         )
         _advance(conn, study, sweep, eval_id)
         if not queries.state_counts(conn, eval_id).get("WAITING", 0):
+            return None
+        if no_room(conn, sweep, running_seen):
             return None
         trial = study.ask()  # takes a waiting trial: there is one, and we hold the lock
         storage.record_heartbeat(trial_id(trial))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
 from sweep.definition.evaluation import evaluation_study_name
-from sweep.definition.spec import SweepSpec
+from sweep.definition.spec import SweepScheduling, SweepSpec
 from sweep.definition.status import TRANSITIONS, UNFINISHED_STATUSES, SweepStatus
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
 from sweep.scheduler.evaluation import create_evaluation_study, reopen_evaluation
@@ -32,8 +32,14 @@ class SweepProgress:
     evaluations: dict[str, int] = field(default_factory=dict)
 
 
-def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Sweep:
-    """Store a new sweep and create its Optuna study; the sweep starts queued."""
+def create_sweep(
+    session: Session, storage: RDBStorage, spec: SweepSpec, *, created_by: int | None = None
+) -> Sweep:
+    """Store a new sweep and create its Optuna study; the sweep starts queued.
+
+    ``created_by`` is the id of the API token asking: workers share themselves out
+    fairly between the tokens that created the sweeps.
+    """
     if session.scalar(select(Sweep.id).where(Sweep.name == spec.name)) is not None:
         raise AlreadyExists(f"a sweep named {spec.name!r} already exists; pick another name")
     sweep = Sweep(
@@ -57,6 +63,9 @@ def create_sweep(session: Session, storage: RDBStorage, spec: SweepSpec) -> Swee
         race=spec.race,
         race_seeds=spec.race_seeds,
         test_split=spec.test_split,
+        priority=spec.priority,
+        max_concurrent=spec.max_concurrent,
+        created_by=created_by,
         status=SweepStatus.QUEUED,
         created_at=utcnow(),
     )
@@ -129,6 +138,23 @@ def control_sweep(session: Session, name: str, action: str) -> Sweep:
     if not set_status(session, sweep.id, target, only_from=sources, **finished):
         session.refresh(sweep)  # what it is now, which a worker may just have changed
         raise InvalidTransition(f"cannot {action} sweep {name!r}: it is {sweep.status}")
+    return sweep
+
+
+def change_scheduling(session: Session, name: str, change: SweepScheduling) -> Sweep:
+    """Set the sweep's ``priority`` and/or ``max_concurrent`` (the fields ``change`` names).
+
+    InvalidTransition for a finished sweep: it has no trials left to share out.
+    """
+    sweep = get_sweep(session, name)
+    values = change.changes()
+    # A row lock (PostgreSQL; SQLite has one writer) so a concurrent status change is seen.
+    session.refresh(sweep, with_for_update=True)
+    if sweep.status not in UNFINISHED_STATUSES:
+        raise InvalidTransition(f"cannot change sweep {name!r}: it is {sweep.status}")
+    for key, value in values.items():
+        setattr(sweep, key, value)
+    session.flush()
     return sweep
 
 

@@ -97,6 +97,18 @@ def state_counts(conn: Connection, study: int) -> dict[str, int]:
     return {str(state): int(n) for state, n in conn.execute(query)}
 
 
+def running_trials(conn: Connection, sweep_name: str) -> int:
+    """RUNNING trials of the sweep's study and of its evaluation study, together."""
+    names = (sweep_name, evaluation_study_name(sweep_name))
+    query = (
+        select(func.count())
+        .select_from(_trials)
+        .join(_studies, _studies.c.study_id == _trials.c.study_id)
+        .where(_studies.c.study_name.in_(names), _state == "RUNNING")
+    )
+    return int(conn.execute(query).scalar_one())
+
+
 def configurations_started(conn: Connection, study: int) -> int:
     """Configurations the sweep has spent its budget on: every trial that is not a retry."""
     retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)

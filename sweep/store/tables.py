@@ -47,6 +47,11 @@ class Sweep(Base):
     race: Mapped[bool] = mapped_column(Boolean, default=False)
     race_seeds: Mapped[int] = mapped_column(Integer, default=10)
     test_split: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How workers share themselves out (sweep.store.work): highest priority first, then
+    # fair share across the tokens that created the sweeps, never over max_concurrent.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)  # an api_tokens id
     status: Mapped[str] = mapped_column(String(16), index=True, default=SweepStatus.QUEUED)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

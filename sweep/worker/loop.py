@@ -14,12 +14,13 @@ from types import FrameType
 
 from sweep.config import Settings
 from sweep.errors import SchemaNotReady
-from sweep.scheduler.claims import Claim, active_sweeps, claim_trial
+from sweep.scheduler.claims import Claim, claim_trial
 from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
 from sweep.store.migrations import check_ready
+from sweep.store.work import SweepWork, sweeps_by_share
 from sweep.training.tasks import RunConfig, Task, UnknownTaskError, get_task
 from sweep.worker.batches import run_batch
 from sweep.worker.runs import (
@@ -35,6 +36,7 @@ from sweep.worker.runs import (
 log = logging.getLogger("sweep.worker")
 
 MAX_BACKOFF_S = 30.0
+CHOOSE_AGAIN = 4  # fair-share choices a poll makes before it waits for the next one
 # How long a worker leaves alone a sweep whose task is not installed here before it
 # looks again (the package may be installed meanwhile; other workers may have it).
 MISSING_TASK_RETRY_S = 60.0
@@ -91,6 +93,7 @@ class Worker:
         self.trials_run = 0
         self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
         self._reaped_at: dict[int, float] = {}
+        self._active_seen = True  # whether the last poll saw a queued or running sweep
         self._task_missing_until: dict[int, float] = {}  # sweep id → when to try it again
 
     def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
@@ -124,7 +127,7 @@ class Worker:
             if claim is None:
                 # Trials still running elsewhere may come back (their worker may die), so
                 # an idle worker exits only once no sweep is active at all.
-                if self.exit_when_idle and not active_sweeps(self.factory):
+                if self.exit_when_idle and not self._active_seen:
                     log.info("worker %s: no sweep has work; exiting", self.name)
                     break
                 self.stopping.wait(idle.next_wait())
@@ -197,21 +200,58 @@ class Worker:
             return None
 
     def _next_claim(self) -> Claim | None:
-        for sweep in active_sweeps(self.factory):
-            if time.monotonic() < self._task_missing_until.get(sweep.id, 0.0):
-                continue
-            # Reaping costs a few queries; once per heartbeat interval is often enough.
-            now = time.monotonic()
-            if now - self._reaped_at.get(sweep.id, 0.0) >= self.settings.heartbeat_interval:
+        """A trial of the first sweep in fair-share order that hands one out (sweep.store.work).
+
+        One query when there is nothing to do; reaping only where a heartbeat is stale.
+        A worker that waited for a sweep's claim lock while another claimed from it
+        chooses again, so workers polling at the same moment spread out.
+        """
+        for _ in range(CHOOSE_AGAIN):
+            found = sweeps_by_share(self.factory)
+            self._active_seen = bool(found)
+            self._reap_stale(found)
+            claim, stale = self._claim_first(found)
+            if claim is not None or not stale:
+                return claim
+        return None
+
+    def _reap_stale(self, found: list[SweepWork]) -> None:
+        now = time.monotonic()
+        for work in found:
+            sweep = work.sweep
+            stale = work.stale_for is not None and work.stale_for > self.settings.grace_period
+            # at most once per heartbeat interval, in case Optuna's reaper sees it differently
+            if (
+                stale
+                and now - self._reaped_at.get(sweep.id, 0.0) >= self.settings.heartbeat_interval
+            ):
                 reap_stale_trials(self.settings, self.factory, sweep)
                 self._reaped_at[sweep.id] = now
-            claim = claim_trial(self.settings, self.factory, sweep.id, self.name)
+
+    def _claim_first(self, found: list[SweepWork]) -> tuple[Claim | None, bool]:
+        """(a claim, or None; whether a sweep refused because the choice went stale)."""
+        for work in found:
+            if not (work.claimable or work.needs_settling):
+                continue
+            if time.monotonic() < self._task_missing_until.get(work.sweep.id, 0.0):
+                continue
+            sweep_id, seen = work.sweep.id, work.running
+            claim = None
+            if work.claimable:
+                claim = claim_trial(
+                    self.settings, self.factory, sweep_id, self.name, running_seen=seen
+                )
             if claim is None:  # the budget is handed out: baseline and re-evaluations next
-                claim = claim_evaluation(self.settings, self.factory, sweep.id, self.name)
+                claim = claim_evaluation(
+                    self.settings, self.factory, sweep_id, self.name, running_seen=seen
+                )
             if claim is not None:
-                return claim
-            settle_sweep(self.settings, self.factory, sweep.id)
-        return None
+                return claim, False
+            if work.needs_settling:
+                settle_sweep(self.settings, self.factory, sweep_id)
+            elif work.claimable:
+                return None, True
+        return None, False
 
     def _run_trial(self, task: Task, run: TrialRun, started: float) -> None:
         try:

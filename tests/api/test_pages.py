@@ -146,7 +146,7 @@ def test_pages_show_the_numbers_the_json_routes_give(
     browser: TestClient, settings: Settings
 ) -> None:
     user = issue_token(settings.database_url, "user")
-    create_as(browser, user, "shown", 3, reevaluate_top=1, reevaluate_seeds=2)
+    create_as(browser, user, "shown", 3, reevaluate_top=1, reevaluate_seeds=2, priority=4)
     run_worker(settings)
     sign_in(browser, user)
     sweep = browser.get("/v1/sweeps/shown").json()
@@ -164,6 +164,7 @@ def test_pages_show_the_numbers_the_json_routes_give(
         assert f"{configuration['mean']:.4f}" in page
         assert f"<td>{configuration['seeds']}</td>" in page
     assert 'src="/v1/sweeps/shown/chart.png"' in page
+    assert "priority 4, no cap on running trials" in page
     assert browser.get("/v1/sweeps/shown/chart.png").headers["content-type"] == "image/png"
     trials = browser.get("/v1/sweeps/shown/trials").json()["items"]
     assert page.count("<tr><td>") - len(top) == len(trials)
