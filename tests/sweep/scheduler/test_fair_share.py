@@ -8,7 +8,9 @@ processes and check what they did from Optuna's trial timestamps.
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 
 import optuna
@@ -101,10 +103,13 @@ def _run_worker(settings: Settings) -> None:
     Worker(settings, device="cpu", exit_when_idle=True).run()
 
 
-def _run_workers(settings: Settings, n: int) -> None:
+def _run_workers(
+    settings: Settings, n: int, meanwhile: Callable[[], object] = lambda: None
+) -> None:
     procs = [FORK.Process(target=_run_worker, args=(settings,)) for _ in range(n)]
     for proc in procs:
         proc.start()
+    meanwhile()
     for proc in procs:
         proc.join(timeout=120)
         assert proc.exitcode == 0
@@ -167,3 +172,30 @@ def test_two_tokens_share_four_workers(settings: Settings, factory: sessionmaker
     a = sum(s <= both_busy_until for s in token_a)
     b = sum(s <= both_busy_until for s in token_b)
     assert abs(a - b) <= 2, (a, b)
+
+
+def _running_at(runs: list[tuple[datetime, datetime]], moment: datetime) -> int:
+    return sum(start <= moment < end for start, end in runs)
+
+
+def test_a_sweep_queued_later_gets_workers_at_once(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    options = {"task_options": {"epoch_seconds": 0.25}, **QUIET}
+    make_sweep(settings, factory, "first", n_trials=12, **options)
+
+    def queue_the_second() -> None:
+        time.sleep(2)  # the first sweep has every worker by now
+        make_sweep(settings, factory, "second", n_trials=12, **options)
+
+    _run_workers(settings, 4, meanwhile=queue_the_second)
+    first, second = _intervals(settings, "first"), _intervals(settings, "second")
+    # From the second sweep's first trial (oldest-first would have made it wait for all
+    # twelve of the first's), until either runs out of trials to hand out: the workers
+    # freed one by one go to the sweep with fewer running, so the counts stay within one.
+    joined = min(start for start, _ in second)
+    both_busy_until = min(max(s for s, _ in first), max(s for s, _ in second))
+    assert joined < max(s for s, _ in first), "the second sweep waited for the first's budget"
+    moments = sorted(s for s, _ in first + second if joined < s <= both_busy_until)
+    gaps = [abs(_running_at(first, m) - _running_at(second, m)) for m in moments]
+    assert moments and max(gaps) <= 1, gaps
