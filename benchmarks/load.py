@@ -4,7 +4,7 @@ For each level of concurrency (1, 8, 32, 128, 256 clients by default), every
 client loops over /v1/sweeps/{name}, /top, /trials, /best, /v1/sweeps,
 /metrics and /healthz for ``--seconds``. Printed per level: responses/s,
 errors, timeouts and 503s (the API's answer past its bound), then p50/p95/p99
-per route. Targets (issue 17): 0 errors and 0 timeouts at every level, 503s only
+per route. Targets: 0 errors and 0 timeouts at every level, 503s only
 above SWEEP_DB_POOL_SIZE + SWEEP_DB_MAX_OVERFLOW clients per process, /best
 p95 <= 100 ms at 32 clients.
 """
