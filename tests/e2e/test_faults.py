@@ -47,6 +47,19 @@ def running_with_epochs(url: str, name: str, epochs: int) -> FrozenTrial | None:
     return None
 
 
+def wait_for_running(url: str, name: str, epochs: int, what: str) -> FrozenTrial:
+    """The first trial seen RUNNING with ``epochs`` reported (as seen then: it may finish soon)."""
+    seen: list[FrozenTrial] = []
+
+    def found() -> bool:
+        trial = running_with_epochs(url, name, epochs)
+        seen.extend([trial] if trial is not None else [])
+        return bool(seen)
+
+    wait_for(found, 60, what)
+    return seen[0]
+
+
 def retries_of(url: str, name: str, number: int) -> list[FrozenTrial]:
     return [t for t in trials(url, name) if t.system_attrs.get("failed_trial") == number]
 
@@ -116,9 +129,7 @@ def test_sigkill_mid_trial_retries_its_params_exactly_once(processes, db_url: st
     procs: Processes = processes(db_url)
     create_sweep(db_url, "kill", n_trials=2, epochs=6, task_options={"epoch_seconds": 0.3})
     victim = procs.start("worker", "--device", "cpu", name="victim")
-    wait_for(lambda: running_with_epochs(db_url, "kill", 2) is not None, 60, "a trial mid-way")
-    trial = running_with_epochs(db_url, "kill", 2)
-    assert trial is not None
+    trial = wait_for_running(db_url, "kill", 2, "a trial mid-way")
     _kill_and_check_retry(procs, db_url, "kill", victim, trial.number, trial.params)
 
 
@@ -126,9 +137,8 @@ def test_kill_between_claim_and_first_heartbeat(processes, db_url: str) -> None:
     procs: Processes = processes(db_url)
     create_sweep(db_url, "early", n_trials=1, epochs=2, task_options={"epoch_seconds": 2})
     victim = procs.start("worker", "--device", "cpu", name="victim")
-    wait_for(lambda: running_with_epochs(db_url, "early", 0) is not None, 60, "a claim")
-    trial = running_with_epochs(db_url, "early", 0)
-    assert trial is not None and not trial.intermediate_values
+    trial = wait_for_running(db_url, "early", 0, "a claim")
+    assert not trial.intermediate_values
     _kill_and_check_retry(procs, db_url, "early", victim, trial.number, trial.params)
 
 
