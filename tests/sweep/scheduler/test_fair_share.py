@@ -181,11 +181,15 @@ def _running_at(runs: list[tuple[datetime, datetime]], moment: datetime) -> int:
 def test_a_sweep_queued_later_gets_workers_at_once(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    options = {"task_options": {"epoch_seconds": 0.25}, **QUIET}
-    make_sweep(settings, factory, "first", n_trials=12, **options)
+    options = {"task_options": {"epoch_seconds": 0.25}, "epochs": 4, **QUIET}
+    make_sweep(settings, factory, "first", n_trials=16, **options)
 
     def queue_the_second() -> None:
-        time.sleep(2)  # the first sweep has every worker by now
+        # Once the first sweep has every worker (a fixed sleep raced slow worker start-up).
+        first = optuna.load_study(study_name="first", storage=storage_for(settings))
+        deadline = time.monotonic() + 60
+        while len(first.get_trials(deepcopy=False)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
         make_sweep(settings, factory, "second", n_trials=12, **options)
 
     _run_workers(settings, 4, meanwhile=queue_the_second)
