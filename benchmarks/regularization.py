@@ -59,8 +59,8 @@ def default_sweep_best(n_trials: int, epochs: int) -> tuple[TrialParams, dict[st
                 f"re-evaluation; status {sweep.status}): {wall:.0f} s"
             )
         print(
-            f"  /best: trial {best.trial.number}, mean {best.mean:.4f} over {best.seeds} seeds "
-            f"(search run {best.trial.value:.4f})"
+            f"  /best: trial {best.trial.number}, fresh mean {best.fresh_summary.mean or 0:.4f} "
+            f"over {best.fresh_summary.n} fresh seeds (selection run {best.trial.value:.4f})"
         )
         engine.dispose()
         return trial_params(best.trial.params), best.trial.params, wall
