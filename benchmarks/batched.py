@@ -23,10 +23,10 @@ from functools import partial
 
 import torch
 
-from sweep.training.batched import BatchedRun
 from sweep.training.builtin import DEFAULT_TRAIN_SIZE
 from sweep.training.contract import DEFAULT_BATCH_SIZE, DEFAULT_LR
 from sweep.training.data import Splits, load_digits_split
+from sweep.training.stacked_mlp import StackedMLPRun as BatchedRun
 from sweep.training.tasks import RunConfig, TrialParams
 from sweep.training.train import pick_device, train_epochs
 

@@ -1,0 +1,419 @@
+"""Many trials of any PyTorch model trained at once with ``torch.func.vmap``.
+
+Member k of a ``VmappedRun`` is one trial: its own seed, dropout p, weight decay
+λ, epoch budget and patience. Its parameters and buffers are slot k of tensors
+shaped [K, …]; a training step is one ``vmap`` over ``functional_call`` of the
+task's own model, then one fused Adam step over every active member.
+
+Members never mix: every random draw comes from the member's own generators,
+every operation is per slot, and each member has its own Adam step count, so
+a member's curve depends on its config alone — not on its slot, its
+neighbours, or who joined or left. Its dropout masks are drawn outside vmap
+from a generator that continues the stream its seed drew the weights from,
+in the order and with the same calls ``nn.Dropout`` makes inside
+``train_epochs``: on the CPU a member reproduces ``train_epochs`` of its own
+config up to fp32 rounding, dropout included.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.optim.adam import adam
+
+from sweep.training.data import Splits
+from sweep.training.tasks import EpochResult, RunConfig
+from sweep.training.train import Loss, ModelFactory
+
+PENALTIES = ("l2", "decoupled")
+# the layers whose p a trial sets (nn.Dropout and the channel-wise ones for images)
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+# Validation rows of all members per chunk: keeps K x rows activations in the CPU's cache.
+EVAL_STACKED_ROWS = 16_384
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_epochs uses them
+ADAM_EPS = 1e-8
+
+
+class MaskedDropout(nn.Module):
+    """Inverted dropout whose multipliers (0 or 1/(1-p), per member) are given as ``mask``."""
+
+    def __init__(self, channel_wise: bool) -> None:
+        super().__init__()
+        self.channel_wise = channel_wise  # Dropout1d/2d/3d: one draw per (row, channel)
+        self.masked = False  # whether any member drops here this step
+        self.register_buffer("mask", torch.ones(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not self.masked:
+            return x
+        return x * self.get_buffer("mask")
+
+    def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The shape of the multipliers ``nn.Dropout`` (or DropoutNd) draws for ``x``."""
+        if not self.channel_wise:
+            return tuple(x.shape)
+        return (*x.shape[:2], *([1] * (x.dim() - 2)))
+
+
+@dataclass
+class _Member:
+    """One trial's place in the stack: its config and how far it has come."""
+
+    config: RunConfig
+    dropouts: list[float]  # p of each dropout layer, in model order
+    masks: torch.Generator  # its dropout masks
+    shuffle: torch.Generator  # its minibatch order, as in train_epochs
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    epochs_since_best: int = 0
+
+
+class VmappedRun:
+    """Up to ``capacity`` trials of one model trained together; ``step_epoch`` trains each
+    active one an epoch.
+
+    ``build(params)`` gives a member's model (its weights drawn right after the
+    member's seed is set, as ``train_epochs`` does); ``loss`` is the mean loss of
+    a batch. A slot holds a member until the member has trained its epochs, run
+    out of patience, or was ``remove``-d (pruned); a free slot takes a new trial
+    with ``replace``. Members share the data, learning rate, batch size and device.
+    """
+
+    def __init__(
+        self,
+        data: Splits,
+        configs: Sequence[RunConfig],
+        *,
+        build: ModelFactory,
+        loss: Loss,
+        lr: float,
+        batch_size: int,
+        device: str = "cpu",
+        capacity: int | None = None,
+    ) -> None:
+        K = len(configs) if capacity is None else capacity
+        if K < 1 or len(configs) > K:
+            raise ValueError(f"capacity must be at least 1 and len(configs); got {capacity}")
+        self.capacity = K
+        self._build, self._loss = build, loss
+        self._device = torch.device(device)
+        self._lr, self._batch_size = lr, batch_size
+        self._X_train, self._y_train = data.X_train.to(device), data.y_train.to(device)
+        self._X_val, self._y_val = data.X_val.to(device), data.y_val.to(device)
+
+        with torch.random.fork_rng(devices=[]):  # only its structure is used
+            template = build(configs[0].params) if configs else None
+        if template is None:
+            raise ValueError("a VmappedRun starts with at least one config")
+        self._module = _with_masked_dropout(template).to(device)
+        self._dropouts = [m for m in self._module.modules() if isinstance(m, MaskedDropout)]
+        names = [n for n, m in self._module.named_modules() if isinstance(m, MaskedDropout)]
+        self._mask_names = [f"{n}.mask" for n in names]
+        # per minibatch size: the dropout layers in the order the forward applies them
+        self._noise_shapes: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        self._no_mask = torch.ones(K, device=device)  # stands in where no member drops
+
+        named = list(self._module.named_parameters())
+        # Row k of each [K, n_params] table is member k: its parameters, gradient and Adam
+        # moments in one contiguous block, so Adam takes one tensor per member.
+        n_params = sum(p.numel() for _, p in named)
+        self._weights, self._grads, self._exp_avgs, self._exp_avg_sqs = (
+            torch.zeros(K, n_params, device=device) for _ in range(4)
+        )
+        self._steps = torch.zeros(K, device=device)  # Adam's step count, per member
+        # each parameter of the model: a [K, …] leaf aliasing the table
+        self._params: dict[str, torch.Tensor] = {}
+        self._param_grads: list[torch.Tensor] = []
+        start = 0
+        for name, p in named:
+            end = start + p.numel()
+            view = self._weights[:, start:end].view(K, *p.shape)
+            self._params[name] = view.requires_grad_()
+            self._param_grads.append(self._grads[:, start:end].view(K, *p.shape))
+            start = end
+        self._buffers = {
+            name: torch.zeros(K, *b.shape, dtype=b.dtype, device=device)
+            for name, b in self._module.named_buffers()
+            if name not in self._mask_names
+        }
+        self._l2 = torch.zeros(K, 1, device=device)  # λ of coupled-L2 members, else 0
+        self._shrink = torch.ones(K, 1, device=device)  # 1 - ηλ of decoupled members, else 1
+        self._members: list[_Member | None] = [None] * K
+        self._last_configs: list[RunConfig | None] = [None] * K
+        self._adam_rows: list[list[torch.Tensor]] | None = None  # of the active members
+        for slot, config in enumerate(configs):
+            self.replace(slot, config)
+
+    @property
+    def active_slots(self) -> list[int]:
+        """Slots whose member is still training."""
+        return [k for k, m in enumerate(self._members) if m is not None]
+
+    @property
+    def free_slots(self) -> list[int]:
+        """Slots that can take a new trial with ``replace``."""
+        return [k for k, m in enumerate(self._members) if m is None]
+
+    def config(self, slot: int) -> RunConfig | None:
+        """The config of the member training in ``slot``, or None if the slot is free."""
+        member = self._members[slot]
+        return member.config if member is not None else None
+
+    def model(self, slot: int) -> nn.Module:
+        """A copy of the slot's current (or last) member as the model ``build`` gives.
+
+        The weights stay in the slot after the member finished or was removed,
+        until ``replace`` starts a new one there.
+        """
+        config = self._last_configs[slot]
+        if config is None:
+            raise ValueError(f"slot {slot} has never held a member")
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten anyway
+            model = self._build(config.params).to(self._device)
+        state = {name: t[slot].detach() for name, t in (self._params | self._buffers).items()}
+        model.load_state_dict(state)
+        return model
+
+    def remove(self, slot: int) -> None:
+        """Stop training the member in ``slot`` (e.g. pruned); the others do not notice.
+
+        Its weights stay as they are (see ``model``) until ``replace``.
+        """
+        self._members[slot] = None
+        self._adam_rows = None
+        with torch.no_grad():  # Adam skips the slot; the decay must skip it too
+            self._l2[slot] = 0.0
+            self._shrink[slot] = 1.0
+
+    def replace(self, slot: int, config: RunConfig) -> None:
+        """Start a new trial in the free ``slot``: fresh weights and Adam state from its seed."""
+        if self._members[slot] is not None:
+            raise ValueError(f"slot {slot} is still training; remove() its member first")
+        if config.penalty not in PENALTIES:
+            raise ValueError(f"unknown penalty {config.penalty!r}; use 'l2' or 'decoupled'")
+        if config.epochs < 1:
+            raise ValueError(f"epochs must be at least 1; got {config.epochs}")
+        # Weights as train_epochs draws them (manual_seed, then build), without touching
+        # the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(config.seed)
+            model = self._build(config.params)
+            after_init = torch.get_rng_state()
+        dropouts = [float(m.p) for m in model.modules() if isinstance(m, DROPOUT_LAYERS)]
+        if len(dropouts) != len(self._dropouts) or not all(0.0 <= p < 1.0 for p in dropouts):
+            raise ValueError(f"every dropout p must be in [0, 1); got {dropouts}")
+        if self._device.type == "cpu":  # masks continue the stream that drew the weights
+            masks = torch.Generator()
+            masks.set_state(after_init)
+        else:
+            masks = torch.Generator(device=self._device).manual_seed(config.seed)
+        shuffle = torch.Generator(device=self._device).manual_seed(config.seed)
+
+        state = model.state_dict()
+        with torch.no_grad():
+            for name, stacked in (self._params | self._buffers).items():
+                stacked[slot] = state[name]
+            # a fresh Adam: the trial starts at step 1 whatever the others' step
+            self._exp_avgs[slot] = 0.0
+            self._exp_avg_sqs[slot] = 0.0
+            self._steps[slot] = 0.0
+            coupled = config.penalty == "l2"
+            decay = config.params.weight_decay
+            self._l2[slot] = decay if coupled else 0.0
+            # rounded once from float64, as torch's AdamW computes 1 - ηλ
+            self._shrink[slot] = 1.0 if coupled else 1.0 - self._lr * decay
+        self._members[slot] = _Member(config, dropouts, masks, shuffle)
+        self._last_configs[slot] = config
+        self._adam_rows = None
+
+    def step_epoch(self) -> list[EpochResult | None]:
+        """Train every active member one epoch: its result at its slot, None at free slots.
+
+        A member that has now trained all its epochs, or gone ``patience`` epochs
+        without a better validation loss, leaves its slot free. The results of all
+        members are read from the device at once, at the end of the epoch.
+        """
+        members = list(self._members)
+        if all(m is None for m in members):
+            return [None] * self.capacity
+        train_sum = self._train_one_epoch(members)
+        val_sum, correct = self._evaluate()
+        sums = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
+        n_train, n_val = len(self._y_train), len(self._y_val)
+
+        results: list[EpochResult | None] = []
+        for slot, member in enumerate(members):
+            if member is None:
+                results.append(None)
+                continue
+            val_loss = sums[1][slot] / n_val
+            train_loss, accuracy = sums[0][slot] / n_train, sums[2][slot] / n_val
+            results.append(EpochResult(member.epoch, train_loss, val_loss, accuracy))
+            if val_loss < member.best_val_loss:
+                member.best_val_loss, member.epochs_since_best = val_loss, 0
+            else:
+                member.epochs_since_best += 1
+            member.epoch += 1
+            patience = member.config.patience
+            out_of_patience = patience is not None and member.epochs_since_best >= patience
+            if member.epoch >= member.config.epochs or out_of_patience:
+                self.remove(slot)
+        return results
+
+    def _member_loss(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> torch.Tensor:
+        return self._loss(functional_call(self._module, (params, buffers), (x,)), y)
+
+    def _train_one_epoch(self, members: list[_Member | None]) -> torch.Tensor:
+        """Train the active members one epoch; the summed training loss of every slot."""
+        n_train, device = len(self._y_train), self._device
+        unused = torch.arange(n_train, device=device)
+        orders = torch.stack(
+            [
+                torch.randperm(n_train, device=device, generator=m.shuffle) if m else unused
+                for m in members
+            ]
+        )
+        decoupled = any(m is not None and m.config.penalty == "decoupled" for m in members)
+        coupled = any(
+            m is not None and m.config.penalty == "l2" and m.config.params.weight_decay > 0
+            for m in members
+        )
+        for j, layer in enumerate(self._dropouts):
+            layer.masked = any(m is not None and m.dropouts[j] > 0.0 for m in members)
+        # randomness="different": random ops of the model itself draw apart per member
+        losses_of = vmap(self._member_loss, randomness="different")
+        train_sum = torch.zeros(self.capacity, device=device)
+        for start in range(0, n_train, self._batch_size):
+            batch = orders[:, start : start + self._batch_size]
+            x = self._X_train[batch]
+            buffers = self._buffers | self._dropout_masks(members, x[0])
+            self._module.train()
+            loss = losses_of(self._params, buffers, x, self._y_train[batch])
+            # members share no weights: the gradient of the sum is each member's own
+            grads = torch.autograd.grad(loss.sum(), list(self._params.values()))
+            with torch.no_grad():
+                for table_view, grad in zip(self._param_grads, grads, strict=True):
+                    table_view.copy_(grad)
+                if coupled:  # Adam(weight_decay=λ): the gradient gets + λw
+                    self._grads.addcmul_(self._weights, self._l2)
+                if decoupled:  # AdamW: w ← (1 - ηλ)w, then the Adam step
+                    self._weights.mul_(self._shrink)
+                self._adam_step()
+                train_sum += loss.detach() * batch.shape[1]
+        return train_sum
+
+    def _dropout_masks(
+        self, members: list[_Member | None], x: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Each dropout layer's multipliers for every member, drawn as ``nn.Dropout`` draws them.
+
+        A member draws ``bernoulli_(1 - p)`` then ``div_(1 - p)`` per layer with p > 0,
+        from its own generator, in layer order: ``train_epochs``'s mask stream.
+        """
+        calls = self._noise_shapes.get(len(x))
+        if calls is None:
+            calls = self._noise_shapes[len(x)] = self._find_noise_shapes(x)
+        masks = {name: self._no_mask for name in self._mask_names}
+        for j, shape in calls:  # in the order the forward applies them, as it draws them
+            if not self._dropouts[j].masked:
+                continue
+            noise = torch.ones(self.capacity, *shape, device=self._device)
+            for k, member in enumerate(members):
+                p = member.dropouts[j] if member is not None else 0.0
+                if member is not None and p > 0.0:
+                    noise[k].bernoulli_(1 - p, generator=member.masks).div_(1 - p)
+            masks[self._mask_names[j]] = noise
+        return masks
+
+    def _find_noise_shapes(self, x: torch.Tensor) -> list[tuple[int, tuple[int, ...]]]:
+        """Each dropout layer the forward applies to one member's batch ``x``, in order: its
+        index and the shape of its multipliers."""
+        calls: list[tuple[int, tuple[int, ...]]] = []
+
+        def recorder(j: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+            def record(layer: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                if any(seen == j for seen, _ in calls):
+                    raise ValueError(f"dropout layer {j} is applied more than once per forward")
+                calls.append((j, self._dropouts[j].noise_shape(args[0])))
+
+            return record
+
+        hooks = [m.register_forward_pre_hook(recorder(j)) for j, m in enumerate(self._dropouts)]
+        try:
+            with torch.no_grad():
+                member_0 = {name: t[0] for name, t in self._params.items()}
+                buffers_0 = {name: t[0].clone() for name, t in self._buffers.items()}
+                self._module.eval()  # shapes only: no dropout, no running statistics
+                functional_call(self._module, (member_0, buffers_0), (x,))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return calls
+
+    def _adam_step(self) -> None:
+        """One step of torch's fused Adam over the active members' rows."""
+        if self._adam_rows is None:
+            tables = (self._weights, self._grads, self._exp_avgs, self._exp_avg_sqs, self._steps)
+            slots = self.active_slots
+            self._adam_rows = [[table[k] for k in slots] for table in tables]
+        params, grads, exp_avgs, exp_avg_sqs, steps = self._adam_rows
+        adam(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            fused=True,  # as train_epochs: one kernel for every tensor
+            amsgrad=False,
+            beta1=ADAM_BETAS[0],
+            beta2=ADAM_BETAS[1],
+            lr=self._lr,
+            weight_decay=0.0,  # λ is per member: applied to the stack before this step
+            eps=ADAM_EPS,
+            maximize=False,
+        )
+
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed validation loss and correct predictions of every slot, dropout off."""
+        K, n_val = self.capacity, len(self._y_val)
+        val_sum = torch.zeros(K, device=self._device)
+        correct = torch.zeros(K, device=self._device)
+        chunk = max(1, EVAL_STACKED_ROWS // K)
+        outputs_of = vmap(
+            lambda params, buffers, x: functional_call(self._module, (params, buffers), (x,)),
+            in_dims=(0, 0, None),
+        )
+        losses_of = vmap(self._loss, in_dims=(0, None))
+        self._module.eval()
+        with torch.no_grad():
+            for start in range(0, n_val, chunk):
+                x = self._X_val[start : start + chunk]
+                labels = self._y_val[start : start + chunk]
+                outputs = outputs_of(self._params, self._buffers, x)
+                val_sum += losses_of(outputs, labels) * len(labels)
+                correct += (outputs.argmax(dim=-1) == labels).sum(dim=-1)
+        return val_sum, correct
+
+
+def _with_masked_dropout(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose dropout layers take their multipliers as a ``mask`` buffer."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, DROPOUT_LAYERS):
+                channel_wise = type(child) is not nn.Dropout
+                setattr(parent, name, MaskedDropout(channel_wise))
+    return model
