@@ -329,11 +329,13 @@ class VmappedRun:
         for j, shape in calls:  # in the order the forward applies them, as it draws them
             if not self._dropouts[j].masked:
                 continue
-            noise = torch.ones(self.capacity, *shape, device=self._device)
+            noise = torch.empty(self.capacity, *shape, device=self._device)
             for k, member in enumerate(members):
                 p = member.dropouts[j] if member is not None else 0.0
                 if member is not None and p > 0.0:
                     noise[k].bernoulli_(1 - p, generator=member.masks).div_(1 - p)
+                else:
+                    noise[k].fill_(1.0)
             masks[self._mask_names[j]] = noise
         return masks
 
