@@ -20,9 +20,9 @@ from torch import nn
 
 from sweep.training.batched import BatchedRun, start_model_batch
 from sweep.training.data import Splits
+from sweep.training.dropout import DROPOUT_LAYERS
 from sweep.training.tasks import EpochResult, RunConfig, TaskOptionsError, TrialParams
 from sweep.training.train import train_epochs
-from sweep.training.vmapped import DROPOUT_LAYERS
 
 # what a task package imports from here
 __all__ = [

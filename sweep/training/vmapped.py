@@ -17,10 +17,10 @@ config up to fp32 rounding, dropout included.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -28,37 +28,15 @@ from torch.func import functional_call, vmap
 from torch.optim.adam import adam
 
 from sweep.training.data import Splits
+from sweep.training.dropout import DROPOUT_LAYERS, DropoutMasks, with_masked_dropout
 from sweep.training.tasks import EpochResult, RunConfig
 from sweep.training.train import Loss, ModelFactory
 
 PENALTIES = ("l2", "decoupled")
-# the layers whose p a trial sets (nn.Dropout and the channel-wise ones for images)
-DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 # Validation rows of all members per chunk: keeps K x rows activations in the CPU's cache.
 EVAL_STACKED_ROWS = 16_384
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_epochs uses them
 ADAM_EPS = 1e-8
-
-
-class MaskedDropout(nn.Module):
-    """Inverted dropout whose multipliers (0 or 1/(1-p), per member) are given as ``mask``."""
-
-    def __init__(self, channel_wise: bool) -> None:
-        super().__init__()
-        self.channel_wise = channel_wise  # Dropout1d/2d/3d: one draw per (row, channel)
-        self.masked = False  # whether any member drops here this step
-        self.register_buffer("mask", torch.ones(()), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not self.masked:
-            return x
-        return x * self.get_buffer("mask")
-
-    def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The shape of the multipliers ``nn.Dropout`` (or DropoutNd) draws for ``x``."""
-        if not self.channel_wise:
-            return tuple(x.shape)
-        return (*x.shape[:2], *([1] * (x.dim() - 2)))
 
 
 @dataclass
@@ -111,13 +89,8 @@ class VmappedRun:
             template = build(configs[0].params) if configs else None
         if template is None:
             raise ValueError("a VmappedRun starts with at least one config")
-        self._module = _with_masked_dropout(template).to(device)
-        self._dropouts = [m for m in self._module.modules() if isinstance(m, MaskedDropout)]
-        names = [n for n, m in self._module.named_modules() if isinstance(m, MaskedDropout)]
-        self._mask_names = [f"{n}.mask" for n in names]
-        # per minibatch size: the dropout layers in the order the forward applies them
-        self._noise_shapes: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
-        self._no_mask = torch.ones(K, device=device)  # stands in where no member drops
+        self._module = with_masked_dropout(template).to(device)
+        self._masks = DropoutMasks(self._module, K, self._device)
 
         named = list(self._module.named_parameters())
         # Row k of each [K, n_params] table is member k: its parameters, gradient and Adam
@@ -140,7 +113,7 @@ class VmappedRun:
         self._buffers = {
             name: torch.zeros(K, *b.shape, dtype=b.dtype, device=device)
             for name, b in self._module.named_buffers()
-            if name not in self._mask_names
+            if name not in self._masks.names
         }
         self._l2 = torch.zeros(K, 1, device=device)  # λ of coupled-L2 members, else 0
         self._shrink = torch.ones(K, 1, device=device)  # 1 - ηλ of decoupled members, else 1
@@ -206,7 +179,7 @@ class VmappedRun:
             model = self._build(config.params)
             after_init = torch.get_rng_state()
         dropouts = [float(m.p) for m in model.modules() if isinstance(m, DROPOUT_LAYERS)]
-        if len(dropouts) != len(self._dropouts) or not all(0.0 <= p < 1.0 for p in dropouts):
+        if len(dropouts) != len(self._masks.layers) or not all(0.0 <= p < 1.0 for p in dropouts):
             raise ValueError(f"every dropout p must be in [0, 1); got {dropouts}")
         if self._device.type == "cpu":  # masks continue the stream that drew the weights
             masks = torch.Generator()
@@ -290,15 +263,15 @@ class VmappedRun:
             m is not None and m.config.penalty == "l2" and m.config.params.weight_decay > 0
             for m in members
         )
-        for j, layer in enumerate(self._dropouts):
-            layer.masked = any(m is not None and m.dropouts[j] > 0.0 for m in members)
+        dropouts = [(m.dropouts, m.masks) if m is not None else None for m in members]
         # randomness="different": random ops of the model itself draw apart per member
         losses_of = vmap(self._member_loss, randomness="different")
         train_sum = torch.zeros(self.capacity, device=device)
         for start in range(0, n_train, self._batch_size):
             batch = orders[:, start : start + self._batch_size]
             x = self._X_train[batch]
-            buffers = self._buffers | self._dropout_masks(members, x[0])
+            masks = self._masks.draw(dropouts, x[0], partial(self._forward_member_0, x[0]))
+            buffers = self._buffers | masks
             self._module.train()
             loss = losses_of(self._params, buffers, x, self._y_train[batch])
             # members share no weights: the gradient of the sum is each member's own
@@ -314,55 +287,13 @@ class VmappedRun:
                 train_sum += loss.detach() * batch.shape[1]
         return train_sum
 
-    def _dropout_masks(
-        self, members: list[_Member | None], x: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Each dropout layer's multipliers for every member, drawn as ``nn.Dropout`` draws them.
-
-        A member draws ``bernoulli_(1 - p)`` then ``div_(1 - p)`` per layer with p > 0,
-        from its own generator, in layer order: ``train_epochs``'s mask stream.
-        """
-        calls = self._noise_shapes.get(len(x))
-        if calls is None:
-            calls = self._noise_shapes[len(x)] = self._find_noise_shapes(x)
-        masks = {name: self._no_mask for name in self._mask_names}
-        for j, shape in calls:  # in the order the forward applies them, as it draws them
-            if not self._dropouts[j].masked:
-                continue
-            noise = torch.empty(self.capacity, *shape, device=self._device)
-            for k, member in enumerate(members):
-                p = member.dropouts[j] if member is not None else 0.0
-                if member is not None and p > 0.0:
-                    noise[k].bernoulli_(1 - p, generator=member.masks).div_(1 - p)
-                else:
-                    noise[k].fill_(1.0)
-            masks[self._mask_names[j]] = noise
-        return masks
-
-    def _find_noise_shapes(self, x: torch.Tensor) -> list[tuple[int, tuple[int, ...]]]:
-        """Each dropout layer the forward applies to one member's batch ``x``, in order: its
-        index and the shape of its multipliers."""
-        calls: list[tuple[int, tuple[int, ...]]] = []
-
-        def recorder(j: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
-            def record(layer: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-                if any(seen == j for seen, _ in calls):
-                    raise ValueError(f"dropout layer {j} is applied more than once per forward")
-                calls.append((j, self._dropouts[j].noise_shape(args[0])))
-
-            return record
-
-        hooks = [m.register_forward_pre_hook(recorder(j)) for j, m in enumerate(self._dropouts)]
-        try:
-            with torch.no_grad():
-                member_0 = {name: t[0] for name, t in self._params.items()}
-                buffers_0 = {name: t[0].clone() for name, t in self._buffers.items()}
-                self._module.eval()  # shapes only: no dropout, no running statistics
-                functional_call(self._module, (member_0, buffers_0), (x,))
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return calls
+    def _forward_member_0(self, x: torch.Tensor) -> None:
+        """Slot 0's model on ``x`` in eval mode, its outputs and statistics discarded."""
+        with torch.no_grad():
+            params = {name: t[0] for name, t in self._params.items()}
+            buffers = {name: t[0].clone() for name, t in self._buffers.items()}
+            self._module.eval()
+            functional_call(self._module, (params, buffers), (x,))
 
     def _adam_step(self) -> None:
         """One step of torch's fused Adam over the active members' rows."""
@@ -408,14 +339,3 @@ class VmappedRun:
                 val_sum += losses_of(outputs, labels) * len(labels)
                 correct += (outputs.argmax(dim=-1) == labels).sum(dim=-1)
         return val_sum, correct
-
-
-def _with_masked_dropout(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose dropout layers take their multipliers as a ``mask`` buffer."""
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, DROPOUT_LAYERS):
-                channel_wise = type(child) is not nn.Dropout
-                setattr(parent, name, MaskedDropout(channel_wise))
-    return model
