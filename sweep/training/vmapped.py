@@ -100,21 +100,25 @@ class VmappedRun:
             torch.zeros(K, n_params, device=device) for _ in range(4)
         )
         self._steps = torch.zeros(K, device=device)  # Adam's step count, per member
-        # each parameter of the model: a [K, …] leaf aliasing the table
-        self._params: dict[str, torch.Tensor] = {}
-        self._param_grads: list[torch.Tensor] = []
-        start = 0
-        for name, p in named:
-            end = start + p.numel()
-            view = self._weights[:, start:end].view(K, *p.shape)
-            self._params[name] = view.requires_grad_()
-            self._param_grads.append(self._grads[:, start:end].view(K, *p.shape))
-            start = end
         self._buffers = {
             name: torch.zeros(K, *b.shape, dtype=b.dtype, device=device)
             for name, b in self._module.named_buffers()
             if name not in self._masks.names
         }
+        # each parameter of the model: a [K, …] leaf aliasing the table, its elements in the
+        # order vmap's backward writes its gradient (a linear layer's: transposed), so that
+        # copying the gradient into the table is a straight copy, not a transpose
+        self._params: dict[str, torch.Tensor] = {}
+        self._param_grads: list[torch.Tensor] = []
+        start = 0
+        for (name, p), order in zip(named, self._gradient_layouts(), strict=True):
+            end = start + p.numel()
+            block_shape = [p.shape[d] for d in order]
+            dims = [0, *(order.index(d) + 1 for d in range(p.dim()))]
+            view = self._weights[:, start:end].view(K, *block_shape).permute(dims)
+            self._params[name] = view.requires_grad_()
+            self._param_grads.append(self._grads[:, start:end].view(K, *block_shape).permute(dims))
+            start = end
         self._l2 = torch.zeros(K, 1, device=device)  # λ of coupled-L2 members, else 0
         self._shrink = torch.ones(K, 1, device=device)  # 1 - ηλ of decoupled members, else 1
         self._members: list[_Member | None] = [None] * K
@@ -238,6 +242,27 @@ class VmappedRun:
             if member.epoch >= member.config.epochs or out_of_patience:
                 self.remove(slot)
         return results
+
+    def _gradient_layouts(self) -> list[list[int]]:
+        """For each parameter, its dimensions from outermost to innermost in the gradient
+        vmap's backward gives (one trial step of two members on a few training rows)."""
+        rows = min(8, len(self._y_train))
+        params = {
+            name: p.detach().expand(2, *p.shape).clone().requires_grad_()
+            for name, p in self._module.named_parameters()
+        }
+        buffers = {name: b[:2].clone() for name, b in self._buffers.items()}
+        x = self._X_train[:rows].expand(2, *self._X_train[:rows].shape)
+        y = self._y_train[:rows].expand(2, rows)
+        self._module.train()
+        with torch.random.fork_rng(devices=[]):
+            losses = vmap(self._member_loss, randomness="different")(params, buffers, x, y)
+        grads = torch.autograd.grad(losses.sum(), list(params.values()), allow_unused=True)
+        layouts: list[list[int]] = []
+        for grad, p in zip(grads, params.values(), strict=True):
+            strides = (grad if grad is not None else p).stride()[1:]
+            layouts.append(sorted(range(len(strides)), key=lambda d: -strides[d]))
+        return layouts
 
     def _member_loss(
         self,
