@@ -12,7 +12,12 @@ neighbours, or who joined or left. Its dropout masks are drawn outside vmap
 from a generator that continues the stream its seed drew the weights from,
 in the order and with the same calls ``nn.Dropout`` makes inside
 ``train_epochs``: on the CPU a member reproduces ``train_epochs`` of its own
-config up to fp32 rounding, dropout included.
+config up to fp32 rounding, dropout included. Buffers are per member too, so
+batch norm keeps each member's running statistics.
+
+The parameters live in one [K, n_params] table rather than in
+``torch.func.stack_module_state``'s tensor per name: a member joins a running
+batch by overwriting its row, and fused Adam takes one tensor per member.
 """
 
 from __future__ import annotations
