@@ -10,7 +10,7 @@ the example package's ``digits-cnn``. It prints each rate and the ratios. Each
 timing is the best of ``--repeats`` (times 16/K for K < 16), the trainers taking
 turns: the machine may be shared.
 
-    .venv/bin/python -m benchmarks.batched --device cpu
+    .venv/bin/python -m benchmarks.batched --device cpu [--threads 1] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -87,20 +87,27 @@ def _train(run: BatchedRun) -> None:
         run.step_epoch()
 
 
-def best_seconds(works: list[Callable[[], None]], repeats: int, device: str) -> list[float]:
+def best_seconds(
+    works: list[Callable[[], None]],
+    repeats: int,
+    device: str,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
     """The best time of each of ``works``, run in turns so that each sees the same load."""
     best = [math.inf] * len(works)
     for _ in range(repeats):
         for i, work in enumerate(works):
-            start = time.perf_counter()
+            start = clock()
             work()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            best[i] = min(best[i], time.perf_counter() - start)
+            best[i] = min(best[i], clock() - start)
     return best
 
 
-def bench_task(name: str, ks: list[int], epochs: int, repeats: int, device: str) -> None:
+def bench_task(
+    name: str, ks: list[int], epochs: int, repeats: int, device: str, clock: Callable[[], float]
+) -> None:
     task = get_task(name)
     assert isinstance(task, ModelTask), f"{name} is not a model task"
     trainers: dict[str, Trainer] = {"per-trial loop": per_trial_loop, "vmapped": vmapped}
@@ -122,6 +129,7 @@ def bench_task(name: str, ks: list[int], epochs: int, repeats: int, device: str)
             [partial(trainer, task, configs) for trainer in trainers.values()],
             repeats * max(1, 16 // k),  # short runs are the noisiest: more tries
             device,
+            clock,
         )
         rates = "".join(f"{k * epochs / s:>11.1f} me/s" for s in seconds)
         line = f"{k:>3}{rates}  {seconds[0] / seconds[1]:>12.2f}x"
@@ -147,6 +155,12 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="torch CPU threads (default: all cores, as one worker on this machine uses)",
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with this process's CPU seconds (time.process_time), not the wall clock: "
+        "less moved by other jobs on a shared machine",
+    )
     args = parser.parse_args()
 
     try:
@@ -158,11 +172,12 @@ def main() -> None:
     print(
         f"device {device} ({card}), torch {torch.__version__}, {args.threads} thread(s), "
         f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"load average {os.getloadavg()[0]:.1f}, {'CPU' if args.cpu_time else 'wall'} time"
     )
+    clock = time.process_time if args.cpu_time else time.perf_counter
     ks = [int(k) for k in args.ks.split(",")]
     for name in args.tasks.split(","):
-        bench_task(name, ks, args.epochs, args.repeats, device)
+        bench_task(name, ks, args.epochs, args.repeats, device, clock)
 
 
 if __name__ == "__main__":
