@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from sweep.training import dropout
 from sweep.training.batched import BatchedRun, SerialRun
 from sweep.training.contract import ModelTask
 from sweep.training.data import Splits, load_digits_split
@@ -122,6 +123,18 @@ def test_a_single_member_trains_like_the_built_in_loop_dropout_included() -> Non
     assert isinstance(run, VmappedRun)
     [curve] = _train(run, 1)
     assert len(curve) == EPOCHS
+    _assert_close(curve, _alone(task, config))
+
+
+def test_masks_drawn_by_bernoulli_where_it_is_not_a_uniform_draw_match_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as on an Intel CPU, where torch's bernoulli_ is MKL's
+    monkeypatch.setattr(dropout, "bernoulli_is_uniform_below", lambda device: False)
+    task = TinyCNN()
+    config = _config(0.4, 0.3, 1e-3, seed=8)
+    curve, empty = _train(task.start_batch([config], capacity=2), 2)
+    assert empty == []
     _assert_close(curve, _alone(task, config))
 
 
