@@ -32,7 +32,7 @@ from sweep.training.train import train_epochs
 if TYPE_CHECKING:
     from torch import nn
 
-    from sweep.training.batched import BatchedRun
+    from sweep.training.stacked_mlp import StackedMLPRun
 
 DEFAULT_TRAIN_SIZE = 300  # small enough that p=0, λ=0 overfits within the default epochs
 DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
@@ -68,7 +68,7 @@ class DigitsMLP(ModelTask):
         """The seed's MLP sized for the digits."""
         return build_mlp(DIGITS_FEATURES, DIGITS_CLASSES, dropout, dropout)
 
-    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
+    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> StackedMLPRun:
         """Train up to ``capacity`` trials of one sweep together (they share its options)."""
         options = configs[0].options
         self.check_options(options)
@@ -102,7 +102,7 @@ class NpzMLP:
         data, opt = self._load(config.options)
         return train_epochs(data, config, lr=opt.lr, batch_size=opt.batch_size)
 
-    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
+    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> StackedMLPRun:
         """Train up to ``capacity`` trials of one sweep together (they share its options)."""
         return _start_batch(self._load(configs[0].options), configs, capacity)
 
@@ -122,11 +122,11 @@ class NpzMLP:
 
 def _start_batch(
     loaded: tuple[Splits, Optimization], configs: Sequence[RunConfig], capacity: int
-) -> BatchedRun:
-    from sweep.training.batched import BatchedRun
+) -> StackedMLPRun:
+    from sweep.training.stacked_mlp import StackedMLPRun
 
     data, opt = loaded
-    return BatchedRun(
+    return StackedMLPRun(
         data,
         configs,
         lr=opt.lr,

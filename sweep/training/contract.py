@@ -11,14 +11,16 @@ implements ``Task`` instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from sweep.training.batched import BatchedRun, start_model_batch
 from sweep.training.data import Splits
+from sweep.training.dropout import DROPOUT_LAYERS
 from sweep.training.tasks import EpochResult, RunConfig, TaskOptionsError, TrialParams
 from sweep.training.train import train_epochs
 
@@ -37,8 +39,6 @@ __all__ = [
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 32
 BATCH_SIZE_MAX = 65_536
-# the layers whose p a trial sets (nn.Dropout and the channel-wise ones for images)
-DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,27 @@ class ModelTask:
             loss=self.loss,
             lr=opt.lr,
             batch_size=opt.batch_size,
+        )
+
+    def start_batch(self, configs: Sequence[RunConfig], capacity: int) -> BatchedRun:
+        """Train up to ``capacity`` trials of one sweep together (``sweep worker --batch``).
+
+        The members share the sweep's options; ``torch.func.vmap`` trains them as
+        one, or, if vmap cannot batch the model, they train one at a time.
+        """
+        options = configs[0].options
+        self.check_options(options)
+        opt = optimization(options, self.lr, self.batch_size)
+        return start_model_batch(
+            self.name,
+            self.data(options),
+            configs,
+            capacity,
+            build=self.model,
+            loss=self.loss,
+            lr=opt.lr,
+            batch_size=opt.batch_size,
+            train=self.run,
         )
 
     def model(self, params: TrialParams) -> nn.Module:

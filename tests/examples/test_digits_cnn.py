@@ -7,13 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
 from sweep.training import tasks
 from sweep.training.tasks import UnknownTaskError, get_task
-from tests.helpers import run_worker
+from sweep.worker.loop import Worker
+from tests.helpers import make_sweep, run_worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-cnn"
 TASK = "digits-cnn"
@@ -78,3 +82,32 @@ def test_the_example_cnn_is_listed_and_swept_end_to_end_by_a_worker(
     best = client.get("/v1/sweeps/cnn/best").json()
     assert best["value"] < 2.3  # below chance (ln 10): the CNN learned in 3 epochs
     assert best["metrics"]["val_accuracy"] > 0.3
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # training, not the store, is tested
+def test_a_batched_worker_trains_the_example_like_one_trial_at_a_time(
+    digits_cnn: str, settings: Settings, factory: sessionmaker[Session], one_torch_thread: None
+) -> None:
+    curves = {}
+    for name, batch in (("together", 2), ("alone", 1)):  # one sweep per worker
+        make_sweep(
+            settings,
+            factory,
+            name,
+            task=digits_cnn,
+            task_options={"train_size": 100},
+            epochs=2,
+            n_trials=2,
+            sampler="random",
+            pruner="none",
+            baseline=False,
+            reevaluate_top=0,
+        )
+        assert Worker(settings, device="cpu", exit_when_idle=True, batch=batch).run() == 0
+        curves[name] = optuna.load_study(study_name=name, storage=settings.database_url).trials
+    assert [t.state for t in curves["together"]] == [TrialState.COMPLETE] * 2
+    for batched, single in zip(curves["together"], curves["alone"], strict=True):
+        assert batched.params == single.params and batched.params["dropout"] > 0
+        assert len(batched.intermediate_values) == 2
+        for epoch, value in single.intermediate_values.items():  # dropout masks included
+            assert batched.intermediate_values[epoch] == pytest.approx(value, rel=1e-4)

@@ -7,8 +7,8 @@ import functools
 import pytest
 import torch
 
-from sweep.training.batched import BatchedRun
 from sweep.training.data import Splits, load_digits_split
+from sweep.training.stacked_mlp import StackedMLPRun
 from sweep.training.tasks import EpochResult, RunConfig, TrialParams
 from sweep.training.train import train_epochs
 
@@ -37,7 +37,7 @@ def _config(
 
 def _batched(configs: list[RunConfig]) -> list[list[EpochResult]]:
     """Every member's curve, training until all have finished."""
-    run = BatchedRun(_data(), configs, lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), configs, lr=LR, batch_size=BATCH_SIZE)
     curves: list[list[EpochResult]] = [[] for _ in configs]
     while run.active_slots:
         for slot, result in enumerate(run.step_epoch()):
@@ -90,7 +90,7 @@ def test_a_pruned_member_does_not_change_the_others() -> None:
     configs = [_config(0.3, 0.3, 1e-3, seed=s) for s in (5, 6, 7)]
     full = _batched(configs)
 
-    run = BatchedRun(_data(), configs, lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), configs, lr=LR, batch_size=BATCH_SIZE)
     pruned: list[list[EpochResult]] = [[], [], []]
     while run.active_slots:
         for slot, result in enumerate(run.step_epoch()):
@@ -107,7 +107,7 @@ def test_a_pruned_member_does_not_change_the_others() -> None:
 def test_a_replacement_member_trains_like_a_fresh_run() -> None:
     first, second = _config(0.2, 0.2, 1e-3, seed=11), _config(0.4, 0.1, 1e-2, seed=12)
     newcomer = _config(0.3, 0.0, 1e-4, seed=13, penalty="decoupled")
-    run = BatchedRun(_data(), [first, second], lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), [first, second], lr=LR, batch_size=BATCH_SIZE)
     curve: list[EpochResult] = []
     for _ in range(3):
         run.step_epoch()
@@ -125,7 +125,7 @@ def test_a_replacement_member_trains_like_a_fresh_run() -> None:
 
 
 def test_a_slot_in_use_cannot_be_replaced() -> None:
-    run = BatchedRun(_data(), [_config(0.2, 0.2, 0.0, seed=1)], lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), [_config(0.2, 0.2, 0.0, seed=1)], lr=LR, batch_size=BATCH_SIZE)
     with pytest.raises(ValueError, match="still training"):
         run.replace(0, _config(0.1, 0.1, 0.0, seed=2))
 
@@ -148,7 +148,7 @@ def test_weight_decay_and_dropout_act_per_member() -> None:
     plain = _config(0.0, 0.0, 0.0, seed=4, epochs=15)
     decayed = _config(0.0, 0.0, 1e-2, seed=4, epochs=15)
     dropped = _config(0.5, 0.5, 0.0, seed=4, epochs=15)
-    run = BatchedRun(_data(), [plain, decayed, dropped], lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), [plain, decayed, dropped], lr=LR, batch_size=BATCH_SIZE)
     last: list[EpochResult | None] = []
     while run.active_slots:
         last = run.step_epoch()
@@ -167,7 +167,7 @@ def test_weight_decay_and_dropout_act_per_member() -> None:
 def test_a_finished_members_model_reproduces_its_last_validation_loss() -> None:
     finished = _config(0.3, 0.2, 1e-2, seed=9, penalty="decoupled", epochs=3)
     still_training = _config(0.0, 0.0, 1e-3, seed=1, penalty="decoupled", epochs=5)
-    run = BatchedRun(_data(), [finished, still_training], lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), [finished, still_training], lr=LR, batch_size=BATCH_SIZE)
     last: EpochResult | None = None
     while run.active_slots:
         last = run.step_epoch()[0] or last
@@ -186,6 +186,6 @@ def test_constructing_a_run_leaves_the_global_random_state_alone() -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    run = BatchedRun(_data(), [_config(0.3, 0.3, 0.0, seed=1)], lr=LR, batch_size=BATCH_SIZE)
+    run = StackedMLPRun(_data(), [_config(0.3, 0.3, 0.0, seed=1)], lr=LR, batch_size=BATCH_SIZE)
     run.step_epoch()
     assert torch.equal(torch.rand(3), expected)
