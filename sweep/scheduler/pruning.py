@@ -64,11 +64,14 @@ class PruningView:
         self._unfinished: dict[int, int] = {}  # store trial id -> last step read
         self._refreshed_at = -math.inf
         self._rungs = _records_rungs(pruner)
+        # Trials decided here: their pruner records are this view's own, never read back.
+        self._deciding: set[int] = set()
 
     def should_prune(self, trial_id: int, step: int, value: float) -> bool:
         """Record ``value`` at ``step`` of the store's trial ``trial_id``; whether to prune it."""
         if isinstance(self.study.pruner, NopPruner):
             return False  # decides nothing from the study: no need to read it
+        self._deciding.add(trial_id)
         if trial_id not in self._ids or time.monotonic() - self._refreshed_at >= self._max_age:
             self.refresh()
         mirror_id = self._ids.get(trial_id)
@@ -104,13 +107,16 @@ class PruningView:
                 self._add(change)
             # else: a trial numbered after one not committed yet; the next refresh adds both
 
+    def _others_records(self, change: TrialChange) -> dict[str, Any]:
+        return {} if change.trial_id in self._deciding else change.system_attrs
+
     def _add(self, change: TrialChange) -> None:
         state = TrialState[change.state]
         template = optuna.trial.create_trial(
             state=state,
             value=_value(change) if state == TrialState.COMPLETE else None,
             intermediate_values=change.steps,
-            system_attrs=change.system_attrs,
+            system_attrs=self._others_records(change),
         )
         self._ids[change.trial_id] = self._mirror.create_new_trial(
             self._study_id, template_trial=template
@@ -124,7 +130,7 @@ class PruningView:
             return  # finished here already
         for step, value in change.steps.items():
             self._mirror.set_trial_intermediate_value(mirror_id, step, value)
-        for key, attr in change.system_attrs.items():
+        for key, attr in self._others_records(change).items():
             self._mirror.set_trial_system_attr(mirror_id, key, attr)
         self._unfinished[change.trial_id] = max([self._unfinished[change.trial_id], *change.steps])
         state = TrialState[change.state]
