@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -24,7 +25,7 @@ from sweep.store import queries
 from sweep.store.engine import retry_on_outage
 from sweep.store.epoch_writer import EpochWriter, Lease, LeaseLost
 from sweep.store.locks import locked_sweep
-from sweep.store.optuna_compat import is_tell_on_finished_trial, trial_of
+from sweep.store.optuna_compat import is_tell_on_finished_trial
 from sweep.store.optuna_storage import definition_attrs, retry_callback, storage_for
 from sweep.training.tasks import EpochResult
 
@@ -115,9 +116,12 @@ class TrialRun:
         )
         self._lease: Lease | None = None
         self.cancelled = threading.Event()
-        self.study = self._db(lambda: optuna.Study(claim.study, storage=self.storage), "load")
-        self.trial = trial_of(self.study, claim.trial_id)
         self._epoch_started = time.perf_counter()
+
+    @functools.cached_property
+    def study(self) -> optuna.Study:
+        """The trial's study, loaded when the trial ends (it is told by number)."""
+        return self._db(lambda: optuna.Study(self.claim.study, storage=self.storage), "load")
 
     def _db(self, call: Callable[[], T], what: str) -> T:
         try:
@@ -189,12 +193,12 @@ class TrialRun:
         if pruned:
             self._flush("finish")
             self.close()
-            self._db(lambda: self.study.tell(self.trial, state=TrialState.PRUNED), "finish")
+            self._db(lambda: self.study.tell(self.claim.number, state=TrialState.PRUNED), "finish")
             return TrialState.PRUNED
         value, metrics = self.curves.summary()
         self._flush("finish", metrics=metrics)
         self.close()
-        self._db(lambda: self.study.tell(self.trial, value), "finish")
+        self._db(lambda: self.study.tell(self.claim.number, value), "finish")
         return TrialState.COMPLETE
 
     def fail(self, error: str, *, retry: bool) -> None:
@@ -216,7 +220,7 @@ class TrialRun:
             # One step for whoever settles the sweep or plans its evaluation: they take the
             # same lock, so they never see the failed trial without its retry.
             with locked_sweep(self._factory, self.claim.sweep_id):
-                self.study.tell(self.trial, state=TrialState.FAIL)
+                self.study.tell(self.claim.number, state=TrialState.FAIL)
                 if requeue is not None:
                     requeue(self.study, self.storage.get_trial(self.claim.trial_id))
 
