@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Enum, column, func, select, table, update
+from sqlalchemy import Connection, DateTime, Enum, column, func, insert, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import TableClause
@@ -110,6 +110,7 @@ class EpochWriter:
         self._last_flush = time.monotonic()
         self._last_status = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new trial: write who runs it now, not at the next tick
         self._thread: threading.Thread | None = None
 
     # ---- what a trial's run calls ---------------------------------------------------------
@@ -123,6 +124,7 @@ class EpochWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
                 self._thread.start()
+        self._wake.set()
         return lease
 
     def report(
@@ -162,6 +164,7 @@ class EpochWriter:
     def close(self) -> None:
         """Stop the writer's thread (pending writes are the runs' to flush before this)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
 
@@ -169,11 +172,15 @@ class EpochWriter:
 
     def _run(self) -> None:
         tick = min(self._flush_interval, self._heartbeat_interval)
-        while not self._stop.wait(tick):
+        while not self._stop.is_set():
+            woken = self._wake.wait(tick)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             with self._state:
                 pending = any(lease.values or lease.user_attrs for lease in self._leases.values())
                 idle_for = time.monotonic() - self._last_flush
-            if not (pending or idle_for >= self._heartbeat_interval):
+            if not (woken or pending or idle_for >= self._heartbeat_interval):
                 continue
             try:
                 with self._flushing:
@@ -218,7 +225,7 @@ def _lock_running(conn: Connection, trial_ids: list[int]) -> set[int]:
     The heartbeat update comes first: on SQLite it takes the database's write lock, on
     PostgreSQL the state rows are locked, so no reaper fails a trial between check and write.
     """
-    conn.execute(
+    beats = conn.execute(
         update(_heartbeats)
         .where(_heartbeats.c.trial_id.in_(trial_ids))
         .values(heartbeat=func.now())
@@ -228,7 +235,14 @@ def _lock_running(conn: Connection, trial_ids: list[int]) -> set[int]:
     )
     if not is_sqlite(str(conn.engine.url)):
         query = query.with_for_update()
-    return {int(tid) for tid in conn.execute(query).scalars()}
+    running = {int(tid) for tid in conn.execute(query).scalars()}
+    if beats.rowcount < len(trial_ids):  # a claim records the first beat; this is a fallback
+        beating = select(_heartbeats.c.trial_id).where(_heartbeats.c.trial_id.in_(running))
+        missing = running - {int(tid) for tid in conn.execute(beating).scalars()}
+        if missing:
+            rows = [{"trial_id": tid, "heartbeat": func.now()} for tid in sorted(missing)]
+            conn.execute(insert(_heartbeats).values(rows))
+    return running
 
 
 def _write(conn: Connection, taken: dict[int, Pending]) -> None:
