@@ -150,8 +150,16 @@ class TrialRun:
         self.close()
 
     def close(self) -> None:
-        """Stop renewing the lease (again is fine): the trial has ended or is given up."""
+        """Stop renewing the lease (again is fine): the trial has ended or is given up.
+
+        What it reported and has not been written yet is written first, if the store takes it.
+        """
         if self._lease is not None:
+            if self._writer.pending(self._lease):
+                try:
+                    self._writer.flush(self._lease)
+                except Exception:  # lost, or the database is away: the reaper settles it
+                    log.warning("trial %d's last epochs not written", self.claim.number)
             self._writer.release(self._lease)
         if self._own_writer:
             self._writer.close()

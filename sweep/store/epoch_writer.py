@@ -148,6 +148,11 @@ class EpochWriter:
             lease.user_attrs.update(user_attrs or {})
             lease.system_attrs.update(system_attrs or {})
 
+    def pending(self, lease: Lease) -> bool:
+        """Whether the trial has writes waiting for the next flush."""
+        with self._state:
+            return bool(lease.values or lease.user_attrs or lease.system_attrs)
+
     def release(self, lease: Lease) -> None:
         """Stop writing for the trial (its pending writes are dropped: flush first)."""
         with self._state:
