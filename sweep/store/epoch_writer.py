@@ -151,7 +151,11 @@ class EpochWriter:
     def pending(self, lease: Lease) -> bool:
         """Whether the trial has writes waiting for the next flush."""
         with self._state:
-            return bool(lease.values or lease.user_attrs or lease.system_attrs)
+            return self._has_writes(lease)
+
+    @staticmethod
+    def _has_writes(lease: Lease) -> bool:
+        return bool(lease.values or lease.user_attrs or lease.system_attrs)
 
     def release(self, lease: Lease) -> None:
         """Stop writing for the trial (its pending writes are dropped: flush first)."""
@@ -183,7 +187,7 @@ class EpochWriter:
             if self._stop.is_set():
                 return
             with self._state:
-                pending = any(lease.values or lease.user_attrs for lease in self._leases.values())
+                pending = any(self._has_writes(lease) for lease in self._leases.values())
                 idle_for = time.monotonic() - self._last_flush
             if not (woken or pending or idle_for >= self._heartbeat_interval):
                 continue
