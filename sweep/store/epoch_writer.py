@@ -148,6 +148,11 @@ class EpochWriter:
             lease.user_attrs.update(user_attrs or {})
             lease.system_attrs.update(system_attrs or {})
 
+    def held(self) -> list[int]:
+        """The trials the writer holds a lease on (writes and heartbeats), by id."""
+        with self._state:
+            return sorted(self._leases)
+
     def pending(self, lease: Lease) -> bool:
         """Whether the trial has writes waiting for the next flush."""
         with self._state:
