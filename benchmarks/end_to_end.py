@@ -101,9 +101,13 @@ def main() -> None:
         "sweep, 2 workers": (2, ()),
         "sweep, 1 worker --batch 8": (1, ("--batch", "8")),
     }
+    walls = {}
     for label, (workers, extra) in runs.items():
-        wall = sweep_workers(args.trials, args.epochs, args.device, workers, *extra)
+        walls[label] = wall = sweep_workers(args.trials, args.epochs, args.device, workers, *extra)
         print(f"{label:<30} {wall:7.1f} s   {base / wall:.2f}x plain Optuna's speed")
+    one, batched = walls["sweep, 1 worker"], walls["sweep, 1 worker --batch 8"]
+    print(f"--batch 8 against 1 worker: {one / batched:.2f}x faster (target >= 2x)")
+    print(f"1 worker against plain Optuna in memory: {one / base:.2f}x its time (target <= 1.15x)")
 
 
 if __name__ == "__main__":

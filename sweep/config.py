@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     grace_period: int = Field(
         20, ge=3, description="seconds without a heartbeat before a running trial is stale"
     )
+    flush_interval: float = Field(
+        0.5,
+        gt=0,
+        description="seconds a worker gathers its trials' epochs before writing them together; "
+        "the dashboard's curves and other workers' pruning lag by at most this",
+    )
     reap_interval: float = Field(
         10.0, gt=0, description="seconds between the API's sweeps for stale trials"
     )

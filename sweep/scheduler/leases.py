@@ -1,7 +1,8 @@
-"""The lease on a running trial: its heartbeat, its per-epoch reports, and how it ends."""
+"""The lease on a running trial: its per-epoch reports, its pruning, and how it ends."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -13,28 +14,23 @@ from typing import Any, TypeVar
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep import metrics
 from sweep.config import Settings
 from sweep.definition.search import make_pruner
-from sweep.definition.status import SweepStatus
 from sweep.scheduler.claims import Claim
+from sweep.scheduler.pruning import PruningViews
 from sweep.store import queries
 from sweep.store.engine import retry_on_outage
+from sweep.store.epoch_writer import EpochWriter, Lease, LeaseLost
 from sweep.store.locks import locked_sweep
-from sweep.store.optuna_compat import is_tell_on_finished_trial, trial_of
+from sweep.store.optuna_compat import is_tell_on_finished_trial
 from sweep.store.optuna_storage import definition_attrs, retry_callback, storage_for
-from sweep.store.tables import Sweep
 from sweep.training.tasks import EpochResult
 
 log = logging.getLogger("sweep.trials")
 T = TypeVar("T")
-
-
-class LeaseLost(Exception):
-    """The trial was failed by a reaper while this worker still held it."""
 
 
 @dataclass
@@ -86,29 +82,46 @@ def _configuration_number(trial: FrozenTrial) -> int:
 class TrialRun:
     """Reports one claimed trial's epochs to its study and finishes it.
 
-    The per-epoch path is what bare Optuna does (report, should_prune). The
-    lease thread renews the heartbeat, notices a cancelled sweep and saves the
-    curves so far, off that path. Every write waits out a short database outage
-    rather than failing the trial; a write to a trial a reaper failed raises LeaseLost.
+    The per-epoch path touches no database: an epoch goes to the worker's
+    ``EpochWriter`` (which writes it, the curves and the heartbeat with the other
+    running trials' within one flush interval, and notices a cancelled sweep), and the
+    pruning decision is made on the worker's cached view of the study (``PruningView``).
+    Every end of the trial flushes first. Every write waits out a short database
+    outage rather than failing the trial; a write to a trial a reaper failed raises LeaseLost.
     """
 
-    def __init__(self, settings: Settings, factory: sessionmaker[Session], claim: Claim) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        claim: Claim,
+        *,
+        writer: EpochWriter | None = None,
+        views: PruningViews | None = None,
+    ) -> None:
         self.claim = claim
         self.storage = storage_for(settings, claim.max_attempts)
         self.curves = Curves()
-        self.cancelled = threading.Event()
         self._factory = factory
-        self._interval = settings.heartbeat_interval
         self._max_outage_s = float(settings.grace_period * 3)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._saved_epochs = -1
-        pruner = make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
-        self.study = self._db(
-            lambda: optuna.Study(claim.study, storage=self.storage, pruner=pruner), "load"
+        self._own_writer = writer is None  # a run outside a worker writes for itself
+        self._writer = writer or EpochWriter(
+            factory,
+            flush_interval=settings.flush_interval,
+            heartbeat_interval=settings.heartbeat_interval,
         )
-        self.trial = trial_of(self.study, claim.trial_id)
+        views = views or PruningViews(factory, settings.flush_interval)
+        self._view = views.of(
+            claim.study, make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
+        )
+        self._lease: Lease | None = None
+        self.cancelled = threading.Event()
         self._epoch_started = time.perf_counter()
+
+    @functools.cached_property
+    def study(self) -> optuna.Study:
+        """The trial's study, loaded when the trial ends (it is told by number)."""
+        return self._db(lambda: optuna.Study(self.claim.study, storage=self.storage), "load")
 
     def _db(self, call: Callable[[], T], what: str) -> T:
         try:
@@ -123,50 +136,40 @@ class TrialRun:
     # ---- the lease ----------------------------------------------------------------------
 
     def __enter__(self) -> TrialRun:
-        self._thread = threading.Thread(target=self._keep_lease, name="lease", daemon=True)
-        self._thread.start()
+        # Who runs it and which attempt this is (a retry starts without its predecessor's).
+        attrs = {
+            "worker": self.claim.worker,
+            "attempt": self.claim.attempt,
+            "seed": self.claim.seed,
+        }
+        self._lease = self._writer.hold(self.claim.trial_id, self.claim.sweep_id, attrs)
+        self.cancelled = self._lease.cancelled
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """Stop renewing the lease (again is fine): the trial has ended or is given up."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        """Stop renewing the lease (again is fine): the trial has ended or is given up.
 
-    def _keep_lease(self) -> None:
-        tid = self.claim.trial_id
-        try:
-            # Who runs it and which attempt this is (a retry starts without its predecessor's).
-            self.storage.set_trial_user_attr(tid, "worker", self.claim.worker)
-            self.storage.set_trial_user_attr(tid, "attempt", self.claim.attempt)
-            self.storage.set_trial_user_attr(tid, "seed", self.claim.seed)
-        except Exception:
-            metrics.background_error(log, "lease", f"recording trial {self.claim.number}'s worker")
-        while not self._stop.wait(self._interval):
-            try:
-                self.storage.record_heartbeat(tid)
-                if self.sweep_status() == SweepStatus.CANCELLED:
-                    self.cancelled.set()
-                self._save_curves()
-            except Exception:  # a database blip must not kill the trial; the next beat retries
-                metrics.background_error(log, "lease", f"trial {self.claim.number}'s heartbeat")
+        What it reported and has not been written yet is written first, if the store takes it.
+        """
+        if self._lease is not None:
+            if self._writer.pending(self._lease):
+                try:
+                    self._writer.flush(self._lease)
+                except Exception:  # lost, or the database is away: the reaper settles it
+                    log.warning("trial %d's last epochs not written", self.claim.number)
+            self._writer.release(self._lease)
+        if self._own_writer:
+            self._writer.close()
 
-    def _save_curves(self) -> None:
-        epochs = len(self.curves.val_loss)
-        if epochs != self._saved_epochs:
-            self.storage.set_trial_user_attr(
-                self.claim.trial_id, "curves", self.curves.as_dict(epochs)
-            )
-            self._saved_epochs = epochs
-
-    def sweep_status(self) -> str:
-        """The sweep's current status, read from the database."""
-        with self._factory() as session:
-            status = session.scalar(select(Sweep.status).where(Sweep.id == self.claim.sweep_id))
-        return status or SweepStatus.CANCELLED
+    def _flush(self, what: str, **user_attrs: Any) -> None:
+        """Write this trial's pending epochs and ``user_attrs`` now (before it ends)."""
+        lease = self._lease or self.__enter__()._lease
+        assert lease is not None
+        self._writer.set_attrs(lease, {"curves": self.curves.as_dict(), **user_attrs})
+        self._db(lambda: self._writer.flush(lease), what)
 
     # ---- the per-epoch path and the end ---------------------------------------------------
 
@@ -178,25 +181,32 @@ class TrialRun:
         self.curves.add(result)
         if not math.isfinite(result.val_loss):
             return True
-
-        def write() -> bool:
-            self.trial.report(result.val_loss, result.epoch)
-            return self.trial.should_prune()
-
-        return self._db(write, "report")
+        lease = self._lease or self.__enter__()._lease
+        assert lease is not None
+        self._writer.report(lease, result.epoch, result.val_loss, {"curves": self.curves.as_dict()})
+        tid = self.claim.trial_id
+        pruned = self._db(
+            lambda: self._view.should_prune(tid, result.epoch, result.val_loss), "prune"
+        )
+        records = self._view.records(tid)
+        if records:
+            self._writer.set_attrs(lease, system_attrs=records)
+        return pruned
 
     def finish(self, *, pruned: bool = False) -> TrialState:
         """COMPLETE with the best val loss, PRUNED, or FAIL if the loss went NaN."""
         if self.curves.val_loss and not math.isfinite(self.curves.val_loss[-1]):
             self.fail("validation loss is NaN or infinite; the model diverged", retry=False)
             return TrialState.FAIL
-        self._db(self._save_final_curves, "finish")
         if pruned:
-            self._db(lambda: self.study.tell(self.trial, state=TrialState.PRUNED), "finish")
+            self._flush("finish")
+            self.close()
+            self._db(lambda: self.study.tell(self.claim.number, state=TrialState.PRUNED), "finish")
             return TrialState.PRUNED
         value, metrics = self.curves.summary()
-        self._db(lambda: self._set_attr("metrics", metrics), "finish")
-        self._db(lambda: self.study.tell(self.trial, value), "finish")
+        self._flush("finish", metrics=metrics)
+        self.close()
+        self._db(lambda: self.study.tell(self.claim.number, value), "finish")
         return TrialState.COMPLETE
 
     def fail(self, error: str, *, retry: bool) -> None:
@@ -211,25 +221,18 @@ class TrialRun:
     def _fail(
         self, error: str, requeue: Callable[[optuna.Study, FrozenTrial], None] | None
     ) -> None:
-        self._db(self._save_final_curves, "fail")
-        self._db(lambda: self._set_attr("error", error[:2000]), "fail")
+        self._flush("fail", error=error[:2000])
+        self.close()
 
         def fail_and_requeue() -> None:
             # One step for whoever settles the sweep or plans its evaluation: they take the
             # same lock, so they never see the failed trial without its retry.
             with locked_sweep(self._factory, self.claim.sweep_id):
-                self.study.tell(self.trial, state=TrialState.FAIL)
+                self.study.tell(self.claim.number, state=TrialState.FAIL)
                 if requeue is not None:
                     requeue(self.study, self.storage.get_trial(self.claim.trial_id))
 
         self._db(fail_and_requeue, "fail")
-
-    def _save_final_curves(self) -> None:
-        self.close()  # the lease thread must not write older curves after these
-        self._save_curves()
-
-    def _set_attr(self, key: str, value: Any) -> None:
-        self.storage.set_trial_user_attr(self.claim.trial_id, key, value)
 
 
 def _requeue_unchanged(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -19,12 +19,6 @@ def trial_id(trial: optuna.Trial) -> int:
     return int(trial._trial_id)
 
 
-def trial_of(study: optuna.Study, trial_id: int) -> optuna.Trial:
-    """The live trial ``trial_id`` of ``study``, to report to and tell, in another process
-    than the one that asked for it (Optuna builds these itself; its constructor is internal)."""
-    return optuna.Trial(study, trial_id)
-
-
 def is_tell_on_finished_trial(exc: BaseException) -> bool:
     """Whether ``exc`` is Optuna refusing to tell a trial that is already finished.
 

@@ -23,7 +23,7 @@ log = logging.getLogger("sweep.trials")
 
 # Optuna's heartbeat and retry APIs are marked experimental; the warning adds nothing for users.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# Heartbeats are renewed by the worker's lease thread, not by Study.optimize.
+# Heartbeats are renewed by the worker's epoch writer, not by Study.optimize.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 

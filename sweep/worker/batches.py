@@ -13,8 +13,9 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 from sweep.scheduler.claims import Claim, claim_trial
-from sweep.scheduler.leases import LeaseLost, TrialRun
+from sweep.scheduler.leases import TrialRun
 from sweep.store.engine import is_outage
+from sweep.store.epoch_writer import LeaseLost
 from sweep.training.tasks import BatchableTask, Task
 from sweep.worker.runs import (
     Outcome,

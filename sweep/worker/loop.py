@@ -17,8 +17,10 @@ from sweep.errors import SchemaNotReady
 from sweep.scheduler.claims import Claim, claim_trial
 from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
+from sweep.scheduler.pruning import PruningViews
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
+from sweep.store.epoch_writer import EpochWriter
 from sweep.store.migrations import check_ready
 from sweep.store.work import SweepWork, sweeps_by_share
 from sweep.training.tasks import RunConfig, Task, UnknownTaskError, get_task
@@ -91,7 +93,16 @@ class Worker:
         self.engine = make_engine(settings.database_url, Pooling.of(settings))
         self.factory = make_session_factory(self.engine)
         self.trials_run = 0
-        self.context = WorkerContext(settings, self.factory, self.name, self.device, self.stopping)
+        # one writer and one set of pruning views for all the trials this worker runs
+        self.writer = EpochWriter(
+            self.factory,
+            flush_interval=settings.flush_interval,
+            heartbeat_interval=settings.heartbeat_interval,
+        )
+        views = PruningViews(self.factory, settings.flush_interval)
+        self.context = WorkerContext(
+            settings, self.factory, self.name, self.device, self.stopping, self.writer, views
+        )
         self._reaped_at: dict[int, float] = {}
         self._active_seen = True  # whether the last poll saw a queued or running sweep
         self._task_missing_until: dict[int, float] = {}  # sweep id → when to try it again
@@ -134,6 +145,7 @@ class Worker:
                 continue
             idle.reset()
             self.trials_run += self._run_claim(claim)
+        self.writer.close()
         self.engine.dispose()
         return 0
 

@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from sweep.config import Settings
 from sweep.definition.space import trial_params
 from sweep.scheduler.claims import Claim
-from sweep.scheduler.leases import LeaseLost, TrialRun
+from sweep.scheduler.leases import TrialRun
+from sweep.scheduler.pruning import PruningViews
 from sweep.store.engine import is_outage
+from sweep.store.epoch_writer import EpochWriter, LeaseLost
 from sweep.training.tasks import EpochResult, RunConfig
 
 log = logging.getLogger("sweep.worker")
@@ -41,13 +43,16 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """What a worker lends every trial it trains: its store, name, device and stop signal."""
+    """What a worker lends every trial it trains: its store, its writer of epochs and its
+    pruning views, its name, device and stop signal."""
 
     settings: Settings
     factory: sessionmaker[Session]
     name: str
     device: str
     stopping: threading.Event
+    writer: EpochWriter
+    views: PruningViews
 
 
 def run_config(claim: Claim, device: str) -> RunConfig:
@@ -93,7 +98,9 @@ def start_run(context: WorkerContext, claim: Claim, slot: int | None = None) -> 
         at_slot,
         extra=extra,
     )
-    return TrialRun(context.settings, context.factory, claim)
+    return TrialRun(
+        context.settings, context.factory, claim, writer=context.writer, views=context.views
+    )
 
 
 def after_epoch(

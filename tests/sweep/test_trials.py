@@ -55,7 +55,7 @@ def test_cancel_stops_a_running_trial_at_the_next_epoch(
         run.report(EpochResult(0, 1.0, 1.0, 0.5))
         with transaction(factory) as session:
             sweeps.control_sweep(session, "cancel-me", "cancel")
-        # the lease thread notices within one heartbeat interval
+        # the worker's epoch writer notices within one heartbeat interval
         assert run.cancelled.wait(settings.heartbeat_interval * 3)
         assert worker._train(get_task(claim.task), run, _config(claim)) == "cancelled"
     trial = optuna.load_study(study_name="cancel-me", storage=settings.database_url).trials[0]

@@ -5,7 +5,6 @@ batch leaves no lease behind, and errors in background threads are logged and co
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def test_a_retry_of_a_reaped_trial_starts_without_its_curves(
     claim = claim_trial(settings, factory, sweep_id, "w")
     assert claim is not None
     storage = storage_for(settings)
-    # what a worker's lease thread had saved before the worker was killed
+    # what a worker's epoch writer had saved before the worker was killed
     storage.set_trial_user_attr(claim.trial_id, "worker", "dead-worker")
     storage.set_trial_user_attr(claim.trial_id, "curves", {"val_loss": [0.9, 0.8]})
     time.sleep(settings.grace_period + 1.5)
@@ -118,7 +117,7 @@ def test_a_batch_that_fails_in_set_up_leaves_no_lease_running(
     data.unlink()  # the batch's set-up (loading the data) now fails on the worker
     worker = Worker(settings, device="cpu", exit_when_idle=True, batch=2, threads=1)
     assert worker.run() == 0
-    assert not [t for t in threading.enumerate() if t.name == "lease" and t.is_alive()]
+    assert worker.writer.held() == []  # no trial's heartbeat is renewed any more
     study = optuna.load_study(study_name="vanishing-data", storage=settings.database_url)
     assert {t.state for t in study.trials} == {TrialState.FAIL}
     assert all("npz file not found" in str(t.user_attrs.get("error")) for t in study.trials)

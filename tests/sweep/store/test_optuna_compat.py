@@ -32,16 +32,6 @@ def test_trial_id_is_the_storage_id_of_an_asked_trial(study: optuna.Study) -> No
     assert frozen.number == trial.number and frozen.state == TrialState.RUNNING
 
 
-def test_a_trial_rebuilt_from_its_id_reports_and_is_told(study: optuna.Study) -> None:
-    asked = study.ask()
-    trial = optuna_compat.trial_of(study, optuna_compat.trial_id(asked))
-    trial.report(0.5, 0)
-    study.tell(trial, 0.25)
-    [done] = study.trials
-    assert done.state == TrialState.COMPLETE and done.value == 0.25
-    assert done.intermediate_values == {0: 0.5}
-
-
 def test_telling_a_finished_trial_is_recognised(study: optuna.Study) -> None:
     trial = study.ask()
     study.tell(trial, state=TrialState.FAIL)
