@@ -24,7 +24,7 @@ from sweep.scheduler.claims import Claim
 from sweep.store import queries
 from sweep.store.engine import retry_on_outage
 from sweep.store.locks import locked_sweep
-from sweep.store.optuna_compat import is_tell_on_finished_trial, trial_of
+from sweep.store.optuna_compat import is_tell_on_finished_trial, study_view, trial_of
 from sweep.store.optuna_storage import definition_attrs, retry_callback, storage_for
 from sweep.store.tables import Sweep
 from sweep.training.tasks import EpochResult
@@ -104,10 +104,11 @@ class TrialRun:
         self._thread: threading.Thread | None = None
         self._saved_epochs = -1
         pruner = make_pruner(claim.pruner, claim.epochs, claim.pruner_options)
+        view = study_view(self.storage)  # the claim's, which has read the study already
         self.study = self._db(
-            lambda: optuna.Study(claim.study, storage=self.storage, pruner=pruner), "load"
+            lambda: optuna.Study(claim.study, storage=view, pruner=pruner), "load"
         )
-        self.trial = trial_of(self.study, claim.trial_id)
+        self.trial = claim.trial or trial_of(self.study, claim.trial_id)
         self._epoch_started = time.perf_counter()
 
     def _db(self, call: Callable[[], T], what: str) -> T:
@@ -137,14 +138,7 @@ class TrialRun:
             self._thread.join()
 
     def _keep_lease(self) -> None:
-        tid = self.claim.trial_id
-        try:
-            # Who runs it and which attempt this is (a retry starts without its predecessor's).
-            self.storage.set_trial_user_attr(tid, "worker", self.claim.worker)
-            self.storage.set_trial_user_attr(tid, "attempt", self.claim.attempt)
-            self.storage.set_trial_user_attr(tid, "seed", self.claim.seed)
-        except Exception:
-            metrics.background_error(log, "lease", f"recording trial {self.claim.number}'s worker")
+        tid = self.claim.trial_id  # its worker, attempt and seed were recorded by the claim
         while not self._stop.wait(self._interval):
             try:
                 self.storage.record_heartbeat(tid)
