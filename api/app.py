@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
 
 import sweep
 from api.bodylimit import BodyLimit
@@ -20,11 +21,13 @@ from api.pages.sessions import session_key
 from api.ratelimit import RequestLimiter
 from api.routes import health, metrics, sweeps, tasks, tokens, trials
 from sweep.config import Settings
+from sweep.errors import UnsupportedOptunaSchema
 from sweep.metrics import background_error
 from sweep.scheduler.claims import active_sweeps
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.service.gauges import api_registry
-from sweep.store.engine import Pooling, make_engine, make_session_factory
+from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
+from sweep.store.migrations import check_optuna_schema
 
 log = logging.getLogger("sweep.api")
 
@@ -61,12 +64,28 @@ class Reaper:
         self._thread.join(timeout=5)
 
 
+def refuse_untested_optuna(engine: Engine) -> None:
+    """Stop the API from starting on an Optuna schema sweep was not tested with.
+
+    A database that is unreachable or not migrated yet is left to /readyz to report.
+    """
+    try:
+        check_optuna_schema(engine)
+    except UnsupportedOptunaSchema as exc:
+        log.error("%s", exc.message)
+        raise
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (read from the environment if not given)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        refuse_untested_optuna(app.state.engine)
         reaper = Reaper(settings, app)
         reaper.start()
         yield

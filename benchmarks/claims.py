@@ -6,6 +6,11 @@ the first trial's start and the last trial's end (process start-up excluded).
 Every claim line of every worker is checked: a trial handed out twice is a
 double claim. Then the per-trial overhead ratio of benchmarks/overhead.py.
 
+With --cycle: the CPU one claim-and-finish cycle costs (an in-process worker
+running no-op trials one after another, so no lock waits): the worker process's
+own CPU, the CPU of the PostgreSQL backends serving its connections (read from
+/proc: the server must run on this machine), and SQL statements per cycle.
+
 With --sweeps: claim latency (choosing the sweep and claiming one of its
 trials, in this process) with 1, 10 and 100 active sweeps, and the ratio 100 vs
 1; and on PostgreSQL the queries per second of 16 idle workers with 100
@@ -15,6 +20,7 @@ paused sweeps (transactions counted by pg_stat_database).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import tempfile
@@ -22,13 +28,16 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 import psycopg
+from sqlalchemy import Engine, event
 
 from benchmarks import overhead
 from benchmarks._common import (
     PG_ADMIN,
+    bench_settings,
     create_sweep,
     fresh_database,
     start_worker,
@@ -36,6 +45,7 @@ from benchmarks._common import (
 from sweep.config import Settings
 from sweep.service import sweeps
 from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.optuna_storage import storage_for
 from sweep.store.work import sweeps_by_share
 from sweep.worker.loop import Worker
 
@@ -63,9 +73,66 @@ def claims_per_second(
         return trials / max((end - start).total_seconds(), 1e-9), doubles
 
 
-def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> tuple[float, float]:
-    """Median milliseconds of (one worker's claim, choice of sweep included; the choice
-    alone) with ``n_sweeps`` active sweeps."""
+def cycle_cost(kind: str, trials: int, sampler: str = "tpe") -> tuple[float, float, float]:
+    """(worker CPU ms, database server CPU ms, SQL statements) per claim-and-finish cycle."""
+    statements = 0
+    backends: set[int] = set()
+
+    def count(*_args: object) -> None:
+        nonlocal statements
+        statements += 1
+
+    def remember_backend(dbapi_conn: Any, _record: object) -> None:
+        if kind == "postgres":
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backends.add(int(cursor.fetchone()[0]))
+
+    with fresh_database(kind) as url:
+        create_sweep(
+            url,
+            "cycle",
+            n_trials=trials,
+            epochs=1,
+            pruner="none",
+            sampler=sampler,
+            baseline=False,
+            reevaluate_top=0,
+        )
+        storage_for(bench_settings(url)).engine.dispose()  # reconnects, now counted
+        event.listen(Engine, "connect", remember_backend)
+        event.listen(Engine, "before_cursor_execute", count)
+        try:
+            worker = Worker(bench_settings(url), device="cpu", exit_when_idle=True)
+            statements = 0
+            server_before = _server_cpu_s(backends)
+            started = time.process_time()
+            worker.run()
+            own = time.process_time() - started
+            server = _server_cpu_s(backends) - server_before
+        finally:
+            event.remove(Engine, "before_cursor_execute", count)
+            event.remove(Engine, "connect", remember_backend)
+        assert worker.trials_run == trials
+        return own / trials * 1000, server / trials * 1000, statements / trials
+
+
+def _server_cpu_s(pids: set[int]) -> float:
+    """User + system CPU seconds of these server processes so far (still alive or not)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> tuple[float, float, float]:
+    """Median milliseconds of (one worker's claim, choice of sweep included; the worker's
+    CPU for it, which a busy machine inflates less; the choice alone) with ``n_sweeps``
+    active sweeps."""
     with fresh_database(kind) as url:
         for i in range(n_sweeps):
             create_sweep(url, f"s{i}", n_trials=1000, epochs=1, pruner="none", sampler="random")
@@ -78,13 +145,15 @@ def claim_latency_ms(kind: str, n_sweeps: int, claims: int = 40) -> tuple[float,
         # Leases long enough that no claimed trial (never run here) is reaped mid-measurement.
         settings = Settings(database_url=url, heartbeat_interval=60, grace_period=600)
         worker = Worker(settings, device="cpu")
-        times = []
+        times, cpu = [], []
         for _ in range(claims + 5):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             assert worker._next_claim() is not None
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
         worker.engine.dispose()
-        return statistics.median(times[5:]) * 1000, statistics.median(choices) * 1000
+        wall, own, choice = (statistics.median(t) * 1000 for t in (times[5:], cpu[5:], choices))
+        return wall, own, choice
 
 
 def idle_queries_per_second(workers: int = 16, paused: int = 100, seconds: float = 10.0) -> float:
@@ -131,7 +200,7 @@ def idle_queries_per_second(workers: int = 16, paused: int = 100, seconds: float
 def sweeps_column(kinds: tuple[str, ...]) -> None:
     for kind in kinds:
         latency = {n: claim_latency_ms(kind, n) for n in (1, 10, 100)}
-        for i, what in enumerate(("claim latency", "choice query")):
+        for i, what in enumerate(("claim latency", "claim CPU", "choice query")):
             print(
                 f"{kind:<9} {what}: "
                 + ", ".join(f"{n} sweeps {ms[i]:.1f} ms" for n, ms in latency.items())
@@ -152,8 +221,19 @@ def main() -> None:
     parser.add_argument(
         "--sweeps", action="store_true", help="only claim latency by active sweeps and idle rate"
     )
+    parser.add_argument(
+        "--cycle", action="store_true", help="only the CPU and statements per claim-and-finish"
+    )
     args = parser.parse_args()
     kinds = ("postgres", "sqlite") if args.backend == "both" else (args.backend,)
+    if args.cycle:
+        for kind in kinds:
+            own, server, statements = cycle_cost(kind, min(args.trials, 150), args.sampler)
+            print(
+                f"{kind:<9} {args.sampler:<6} claim-and-finish cycle: worker CPU {own:.1f} ms"
+                f" + database server CPU {server:.1f} ms, {statements:.1f} SQL statements"
+            )
+        return
     if args.sweeps:
         sweeps_column(kinds)
         return

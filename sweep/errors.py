@@ -42,6 +42,10 @@ class SchemaNotReady(SweepError):
     """The database schema is missing or behind; run `sweep db upgrade`."""
 
 
+class UnsupportedOptunaSchema(SweepError):
+    """Optuna's tables are at a schema version sweep was not tested with; install a tested one."""
+
+
 class DatabaseUnavailable(SweepError):
     """The database cannot be reached right now; try again shortly."""
 

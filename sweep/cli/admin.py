@@ -30,12 +30,16 @@ app.add_typer(token_app, name="token")
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the service's tables and Optuna's schema."""
+    from sweep.errors import UnsupportedOptunaSchema
     from sweep.store.engine import Pooling, make_engine
     from sweep.store.migrations import current_revision, upgrade
 
     settings = settings_or_fail()
     engine = make_engine(settings.database_url, Pooling.of(settings))
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except UnsupportedOptunaSchema as exc:
+        fail(exc.message)
     console.print(f"database {settings.safe_database_url} at revision {current_revision(engine)}")
 
 

@@ -108,6 +108,7 @@ def worker(
     metrics_host: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Pull trials of running sweeps from the database and train them."""
+    from sweep.errors import UnsupportedOptunaSchema
     from sweep.worker.loop import Worker
     from sweep.worker.supervisor import NoGpuError, Supervisor, visible_gpu_ids, worker_children
 
@@ -121,7 +122,11 @@ def worker(
         worker_ = Worker(
             settings, device=device, exit_when_idle=exit_when_idle, threads=threads, batch=batch
         )
-        raise typer.Exit(worker_.run())
+        try:
+            code = worker_.run()
+        except UnsupportedOptunaSchema as exc:
+            fail(exc.message)
+        raise typer.Exit(code)
     try:
         gpu_ids = visible_gpu_ids(gpus) if gpus is not None else None
     except (NoGpuError, ValueError) as exc:

@@ -21,6 +21,7 @@ from sweep.store.optuna_compat import trial_id
 from sweep.store.optuna_storage import load_study, storage_for
 from sweep.store.sweep_rows import set_status
 from sweep.store.tables import Sweep, utcnow
+from sweep.store.trial_writes import start_lease
 
 log = logging.getLogger("sweep.trials")
 
@@ -121,23 +122,23 @@ def claim_trial(
         study_id = queries.study_id(conn, sweep.name)
         assert study_id is not None, f"sweep {sweep.name} has no study"
         storage = storage_for(settings, sweep.max_attempts)
-        distributions = Space.model_validate(sweep.space).distributions()
+        space = Space.model_validate(sweep.space)
         while True:
             waiting, started, total = queries.budget_counts(conn, study_id)
             if waiting == 0 and started >= sweep.n_trials:
                 return None
             # A different sampler seed per claim keeps parallel workers apart, and one
-            # worker's run reproducible.
-            study = load_study(storage, sweep, trials_so_far=total)
-            trial = study.ask(distributions)
+            # worker's run reproducible. A waiting trial may be older than trials this
+            # process saw finish: then the study is read whole, so ask() finds it.
+            study = load_study(storage, sweep, space, trials_so_far=total, fresh=waiting > 0)
+            trial = study.ask(space.distributions())
             # A proposal that repeats a completed trial takes its result and uses up budget.
             if not reuse_if_duplicate(conn, storage, study, study_id, trial):
                 break
-        # A heartbeat now, so a worker killed before its first beat still goes stale.
-        storage.record_heartbeat(trial_id(trial))
+        claimed = trial_id(trial)
         configuration, attempt = trial.number, 1
         if waiting:  # possibly a retry: it carries the number of the first attempt
-            system_attrs = storage.get_trial_system_attrs(trial_id(trial))
+            system_attrs = storage.get_trial_system_attrs(claimed)
             configuration = int(system_attrs.get(queries.RETRY_MARK, trial.number))
             attempt = len(system_attrs.get("retry_history", [])) + 1
         if sweep.status == SweepStatus.QUEUED:
@@ -148,13 +149,17 @@ def claim_trial(
                 only_from=(SweepStatus.QUEUED,),
                 started_at=utcnow(),
             )
+        seed = sweep.seed + configuration
+        # Committed with the claim, after Optuna's own writes (SQLite has one writer): a first
+        # heartbeat, so a worker killed before its epoch writer beats still goes stale.
+        start_lease(conn, claimed, {"worker": worker, "attempt": attempt, "seed": seed})
         metrics.CLAIM_SECONDS.observe(time.perf_counter() - asked_at)
         return Claim.of(
             sweep,
-            trial_id=trial_id(trial),
+            trial_id=claimed,
             number=trial.number,
             params=dict(trial.params),
-            seed=sweep.seed + configuration,
+            seed=seed,
             attempt=attempt,
             worker=worker,
         )

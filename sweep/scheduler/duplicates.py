@@ -12,10 +12,12 @@ import logging
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 from sqlalchemy import Connection
 
 from sweep.store import queries
 from sweep.store.optuna_compat import trial_id
+from sweep.store.trial_writes import set_user_attrs
 
 log = logging.getLogger("sweep.trials")
 
@@ -34,11 +36,16 @@ def reuse_if_duplicate(
     if twin is None:
         return False
     twin_id, twin_number = twin
-    source = storage.get_trial(twin_id)
-    for key in COPIED_ATTRS:
-        if key in source.user_attrs:
-            storage.set_trial_user_attr(trial_id(trial), key, source.user_attrs[key])
-    storage.set_trial_user_attr(trial_id(trial), queries.REUSED_MARK, twin_number)
+    # The study's cached view holds the finished trials it has read: no query for the twin
+    # (unless it was added out of order, unseen by this view).
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    source = next((t for t in finished if t.number == twin_number), None)
+    source = source or storage.get_trial(twin_id)
+    copied = {key: source.user_attrs[key] for key in COPIED_ATTRS if key in source.user_attrs}
+    # Its own transaction, before the tell: on SQLite the claim's would hold the one write
+    # lock that Optuna's tell (another connection) then waits for.
+    with conn.engine.begin() as own:
+        set_user_attrs(own, trial_id(trial), {**copied, queries.REUSED_MARK: twin_number})
     study.tell(trial, source.value)
     log.info(
         "reuse sweep=%s trial=%d: same params as trial %d, its result copied without training",

@@ -56,6 +56,7 @@ from sweep.store.optuna_compat import trial_id
 from sweep.store.optuna_storage import storage_for
 from sweep.store.results import evaluation_runs, top_configurations
 from sweep.store.tables import Sweep
+from sweep.store.trial_writes import start_lease
 
 
 def evaluation_seeds(sweep: Sweep) -> list[int]:
@@ -138,9 +139,10 @@ def claim_evaluation(
         if no_room(conn, sweep, running_seen):
             return None
         trial = study.ask()  # takes a waiting trial: there is one, and we hold the lock
-        storage.record_heartbeat(trial_id(trial))
         frozen = storage.get_trial(trial_id(trial))
         attrs = frozen.user_attrs
+        attempt = len(frozen.system_attrs.get("retry_history", [])) + 1
+        start_lease(conn, trial_id(trial), {"worker": worker, "attempt": attempt})
         return Claim.of(
             sweep,
             pruner="none",  # a re-evaluation runs to the end, as its search trial could have
@@ -149,7 +151,7 @@ def claim_evaluation(
             number=trial.number,
             params=dict(attrs["params"]),
             seed=int(attrs["seed"]),
-            attempt=len(frozen.system_attrs.get("retry_history", [])) + 1,
+            attempt=attempt,
             worker=worker,
             study_name=name,
             evaluate_test=attrs["kind"] == Kind.TEST,

@@ -25,7 +25,7 @@ from sweep.store import queries
 from sweep.store.engine import retry_on_outage
 from sweep.store.epoch_writer import EpochWriter, Lease, LeaseLost
 from sweep.store.locks import locked_sweep
-from sweep.store.optuna_compat import is_tell_on_finished_trial
+from sweep.store.optuna_compat import is_tell_on_finished_trial, study_view
 from sweep.store.optuna_storage import definition_attrs, retry_callback, storage_for
 from sweep.training.tasks import EpochResult
 
@@ -121,7 +121,8 @@ class TrialRun:
     @functools.cached_property
     def study(self) -> optuna.Study:
         """The trial's study, loaded when the trial ends (it is told by number)."""
-        return self._db(lambda: optuna.Study(self.claim.study, storage=self.storage), "load")
+        view = study_view(self.storage)  # the claim has read the study into it already
+        return self._db(lambda: optuna.Study(self.claim.study, storage=view), "load")
 
     def _db(self, call: Callable[[], T], what: str) -> T:
         try:

@@ -17,12 +17,15 @@ from sweep.store.locks import locked_sweep
 from sweep.store.optuna_storage import storage_for
 from sweep.store.sweep_rows import set_status
 from sweep.store.tables import Sweep, utcnow
+from sweep.store.work import ActiveSweep
 
 log = logging.getLogger("sweep.trials")
 GIVE_UP_AFTER = 3  # configurations that fail every attempt before a hopeless sweep is failed
 
 
-def reap_stale_trials(settings: Settings, factory: sessionmaker[Session], sweep: Sweep) -> None:
+def reap_stale_trials(
+    settings: Settings, factory: sessionmaker[Session], sweep: Sweep | ActiveSweep
+) -> None:
     """Fail the sweep's trials whose heartbeats stopped, and re-queue their params.
 
     Under the sweep's lock: a failed trial and its retry appear to others together.

@@ -9,7 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, FunctionElement, Table, TableClause, create_engine, event
+from sqlalchemy import func as sql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,6 +100,21 @@ def tune_sqlite(engine: Engine) -> None:
         cursor.close()
 
     engine.dispose()  # connections opened before the listener was attached get it too
+
+
+def upsert(conn: Connection, table: Table | TableClause) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` that can take ``on_conflict_do_update`` (both dialects have it)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def statement_time(conn: Connection) -> FunctionElement[Any]:
+    """The database clock when the statement runs (PostgreSQL's now() is when the transaction
+    began, which may be long before, behind a lock)."""
+    if conn.dialect.name == "postgresql":
+        return sql.statement_timestamp()
+    return sql.current_timestamp()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from sweep.errors import SchemaNotReady
 from sweep.store.engine import Pooling, behind_transaction_pooler, engine_options
+from sweep.store.optuna_compat import check_schema
 
 VERSION_TABLE = "sweep_alembic_version"
 
@@ -29,8 +30,10 @@ def _alembic_config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or upgrade Optuna's schema, then migrate the service's tables to ``revision``.
 
-    Optuna's tables come first: the service's migrations index one of them.
+    Optuna's tables come first: the service's migrations index one of them. Refuses
+    (UnsupportedOptunaSchema) a schema revision of Optuna's that sweep was not tested with.
     """
+    check_optuna_schema(engine)
     # Creating Optuna's schema here, once, keeps workers starting together from racing to.
     storage = optuna.storages.RDBStorage(
         str(engine.url.render_as_string(hide_password=False)),
@@ -75,16 +78,34 @@ def optuna_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def _optuna_scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(Path(optuna.storages.__file__).parent / "_rdb" / "alembic"))
+
+
 @functools.cache
 def optuna_head_revision() -> str | None:
     """The newest revision of Optuna's schema that the installed Optuna knows."""
-    script_dir = Path(optuna.storages.__file__).parent / "_rdb" / "alembic"
-    return ScriptDirectory(str(script_dir)).get_current_head()
+    return _optuna_scripts().get_current_head()
+
+
+@functools.cache
+def optuna_revisions() -> frozenset[str]:
+    """Every revision of Optuna's schema that the installed Optuna knows."""
+    return frozenset(script.revision for script in _optuna_scripts().walk_revisions())
+
+
+def check_optuna_schema(engine: Engine) -> None:
+    """Raise UnsupportedOptunaSchema if the installed Optuna's schema, or the one in the
+    database, is not a revision sweep's SQL over Optuna's tables was tested with."""
+    check_schema(optuna_revision(engine), optuna_head_revision(), optuna_revisions())
 
 
 def check_ready(engine: Engine) -> None:
-    """Raise SchemaNotReady unless the service's and Optuna's schemas are both current."""
+    """Raise SchemaNotReady unless the service's and Optuna's schemas are both current, and
+    UnsupportedOptunaSchema if Optuna's is one sweep was not tested with (waiting won't help)."""
+    optuna_in_database = optuna_revision(engine)
+    check_schema(optuna_in_database, optuna_head_revision(), optuna_revisions())
     if current_revision(engine) != head_revision():
         raise SchemaNotReady("the service's tables are missing or behind; run `sweep db upgrade`")
-    if optuna_revision(engine) != optuna_head_revision():
+    if optuna_in_database != optuna_head_revision():
         raise SchemaNotReady("Optuna's tables are missing or behind; run `sweep db upgrade`")

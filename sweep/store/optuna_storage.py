@@ -16,6 +16,7 @@ from sweep.config import Settings
 from sweep.definition.search import make_pruner, make_sampler
 from sweep.definition.space import Space
 from sweep.store.engine import Pooling, engine_options, tune_sqlite
+from sweep.store.optuna_compat import study_view
 from sweep.store.tables import Sweep
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -135,12 +136,14 @@ def create_study(storage: RDBStorage, sweep: Sweep) -> None:
     study.set_user_attr("epochs", sweep.epochs)
 
 
-def load_study(storage: RDBStorage, sweep: Sweep, trials_so_far: int) -> optuna.Study:
-    """The sweep's study with its sampler and pruner, as stored with the sweep."""
-    space = Space.model_validate(sweep.space)
-    return optuna.load_study(
+def load_study(
+    storage: RDBStorage, sweep: Sweep, space: Space, trials_so_far: int, *, fresh: bool = False
+) -> optuna.Study:
+    """The sweep's study with its sampler and pruner, as stored with the sweep, on this
+    process's cached view of the storage (``fresh``: a view that reads every trial again)."""
+    return optuna.Study(
         study_name=sweep.name,
-        storage=storage,
+        storage=study_view(storage, fresh=fresh),
         sampler=make_sampler(
             sweep.sampler, space, sweep.seed, sweep.sampler_options, trials_so_far=trials_so_far
         ),

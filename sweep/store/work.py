@@ -15,9 +15,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Row, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Row,
+    Select,
+    Subquery,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy import type_coerce as typed
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from sweep.definition.evaluation import EVALUATION_SUFFIX, STAGE_KEY, Stage
 from sweep.definition.status import ACTIVE_STATUSES
@@ -34,10 +47,20 @@ from sweep.store.tables import Sweep
 
 
 @dataclass(frozen=True)
+class ActiveSweep:
+    """What a free worker needs of a sweep to choose it, claim from it and reap it."""
+
+    id: int
+    name: str
+    n_trials: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
 class SweepWork:
     """An active sweep as a free worker sees it."""
 
-    sweep: Sweep
+    sweep: ActiveSweep
     running: int  # RUNNING trials, search and evaluation
     claimable: bool  # a trial is waiting or the budget has room, under max_concurrent
     search_finished: bool  # budget handed out, nothing waiting or running in the search
@@ -51,8 +74,10 @@ class SweepWork:
 
 
 def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
-    """Every active sweep, in the order free workers should serve them (one query)."""
-    is_main = _studies.c.study_name == Sweep.name
+    """Every active sweep, in the order free workers should serve them (one query, of the
+    columns a worker needs: no ORM rows, so its cost grows little with the sweeps)."""
+    studies = _studies_of_active_sweeps()
+    is_main = studies.c.main == 1
     running = _state == "RUNNING"
     retries = _system_attrs.alias("retries")
     stage = _study_user_attrs.alias("stage")
@@ -62,7 +87,7 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
 
     per_sweep = (
         select(
-            Sweep.id.label("sweep_id"),
+            studies.c.sweep_id,
             count(running).label("running"),
             count(and_(is_main, running)).label("search_running"),
             count(and_(is_main, _state == "WAITING")).label("waiting"),
@@ -74,22 +99,18 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
             func.max(stage.c.value_json).label("stage"),
             func.min(case((running, _heartbeats.c.heartbeat))).label("oldest_beat"),
         )
-        .join(
-            _studies,
-            _studies.c.study_name.in_([Sweep.name, Sweep.name + literal(EVALUATION_SUFFIX)]),
-        )
-        .outerjoin(_trials, _trials.c.study_id == _studies.c.study_id)
+        .select_from(studies)
+        .outerjoin(_trials, _trials.c.study_id == studies.c.study_id)
         .outerjoin(
             retries,
             and_(retries.c.trial_id == _trials.c.trial_id, retries.c.key == RETRY_MARK),
         )
         .outerjoin(
             stage,
-            and_(stage.c.study_id == _studies.c.study_id, ~is_main, stage.c.key == STAGE_KEY),
+            and_(stage.c.study_id == studies.c.study_id, ~is_main, stage.c.key == STAGE_KEY),
         )
         .outerjoin(_heartbeats, _heartbeats.c.trial_id == _trials.c.trial_id)
-        .where(Sweep.status.in_(ACTIVE_STATUSES))
-        .group_by(Sweep.id)
+        .group_by(studies.c.sweep_id)
         .subquery()
     )
     c = per_sweep.c
@@ -100,7 +121,10 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
     owner_running = func.sum(c.running).over(partition_by=func.coalesce(Sweep.created_by, 0))
     query = (
         select(
-            Sweep,
+            Sweep.id,
+            Sweep.name,
+            Sweep.n_trials,
+            Sweep.max_attempts,
             c.running,
             case((claimable, 1), else_=0).label("claimable"),
             c.search_running,
@@ -126,13 +150,32 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
     return [_work(row) for row in rows]
 
 
+def _studies_of_active_sweeps() -> Subquery:
+    """(sweep_id, study_id, main): each active sweep's own study (main = 1) and its evaluation
+    study, each found by an equality on the name, so the database joins them by hash or
+    index and not by comparing every sweep with every study."""
+
+    def studies_named(
+        name: ColumnElement[str] | InstrumentedAttribute[str], main: int
+    ) -> Select[Any]:
+        return (
+            select(Sweep.id.label("sweep_id"), _studies.c.study_id, literal(main).label("main"))
+            .join(_studies, _studies.c.study_name == name)
+            .where(Sweep.status.in_(ACTIVE_STATUSES))
+        )
+
+    evaluation = Sweep.name + literal(EVALUATION_SUFFIX)
+    both = union_all(studies_named(Sweep.name, 1), studies_named(evaluation, 0))
+    return both.subquery("sweep_studies")
+
+
 def _work(row: Row[Any]) -> SweepWork:
     values: tuple[Any, ...] = tuple(row)
-    sweep: Sweep = values[0]
+    sweep = ActiveSweep(*values[:4])
     running, claimable, search_running, waiting, started, eval_waiting, eval_running = (
-        int(v) for v in values[1:8]
+        int(v) for v in values[4:11]
     )
-    stage_json, oldest, now = values[8:11]
+    stage_json, oldest, now = values[11:14]
     stage = json.loads(stage_json) if stage_json else Stage.SEARCH
     stale_for = None
     if oldest is not None and isinstance(now, datetime):
