@@ -57,7 +57,8 @@ _values = table(
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
 _heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
-# The view of migration 0008: what autoscalers (KEDA's postgresql trigger) and /metrics read.
+# The view of migration 0009 (each sweep capped by its max_concurrent): what autoscalers
+# (KEDA's postgresql trigger) and /metrics read.
 WORK_AVAILABLE_VIEW = "sweep_work_available"
 _work = table(WORK_AVAILABLE_VIEW, column("available"), column("running"))
 # Typed as the enums they are on PostgreSQL, so comparisons can use indexes (a cast to
