@@ -79,6 +79,19 @@ def work_available(conn: Connection) -> tuple[int, int]:
     return int(available), int(running)
 
 
+def unleased_trials(conn: Connection, sweep_name: str) -> list[int]:
+    """Ids of RUNNING trials of the sweep (search and evaluation) that have no heartbeat."""
+    names = (sweep_name, evaluation_study_name(sweep_name))
+    query = (
+        select(_trials.c.trial_id)
+        .join(_studies, _studies.c.study_id == _trials.c.study_id)
+        .outerjoin(_heartbeats, _heartbeats.c.trial_id == _trials.c.trial_id)
+        .where(_studies.c.study_name.in_(names), _state == "RUNNING")
+        .where(_heartbeats.c.trial_id.is_(None))
+    )
+    return [int(tid) for tid in conn.execute(query).scalars()]
+
+
 def study_id(conn: Connection, name: str) -> int | None:
     """The Optuna study id of the study called ``name`` (cached: names never change)."""
     key = (str(conn.engine.url), name)
