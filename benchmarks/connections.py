@@ -122,9 +122,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--trials", type=int, default=192)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--only", choices=("direct", "pooled"), help="one of the two fleets")
     args = parser.parse_args()
+    modes = [m for m in (False, True) if args.only in (None, "pooled" if m else "direct")]
     with tempfile.TemporaryDirectory() as logs, private_postgres(max_connections=500) as pg:
-        for pooled in (False, True):
+        for pooled in modes:
             figures = measure_fleet(
                 pg,
                 workers=args.workers,
