@@ -9,6 +9,8 @@ without which psycopg's prepared statements break behind a transaction pooler.
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -16,10 +18,16 @@ import optuna
 import psycopg
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from benchmarks._clusters import pgbouncer
+from sweep.config import Settings
+from sweep.store.engine import Pooling, make_engine, make_session_factory
+from sweep.store.locks import locked_sweep
 from tests.conftest import PG_ADMIN_URL, drop_pg_database, new_pg_database
 from tests.e2e.conftest import wait_for
+from tests.helpers import make_sweep
 
 POOL_SIZE = 4  # server connections PgBouncer may open to the database
 
@@ -92,3 +100,45 @@ def test_api_and_two_workers_through_pgbouncer_survive_a_kill(processes, bouncer
         assert "prepared statement" not in procs.log(log), procs.log(log)
     # PgBouncer's pool, not the number of client processes, bounds server connections.
     assert peak <= POOL_SIZE, peak
+
+
+def test_workers_waiting_for_the_sweep_lock_leave_the_holder_a_server_connection(
+    pg_template: str, pgbouncer_binary: str
+) -> None:
+    direct = new_pg_database(pg_template)
+    database = direct.rsplit("/", 1)[1]
+    try:
+        # Two server connections: the lock holder's, and one for its Optuna write.
+        with pgbouncer(pgbouncer_binary, database, 5432, 2) as (url, _):
+            settings = Settings(database_url=url, transaction_pooler=True)
+            factory = make_session_factory(make_engine(url, Pooling.of(settings)))
+            sweep_id = make_sweep(settings, factory, "locked", baseline=False)
+            other = make_engine(url, Pooling.of(settings))  # Optuna's own engine, say
+            waiters = [
+                threading.Thread(target=_lock_once, args=(factory, sweep_id), daemon=True)
+                for _ in range(3)
+            ]
+            with locked_sweep(factory, sweep_id):
+                for waiter in waiters:
+                    waiter.start()
+                time.sleep(1)  # they wait for the lock now
+                wrote = threading.Thread(target=_one_transaction, args=(other,), daemon=True)
+                wrote.start()
+                wrote.join(timeout=15)
+                assert not wrote.is_alive(), "the lock holder got no server connection"
+            for waiter in waiters:
+                waiter.join(timeout=15)
+                assert not waiter.is_alive()
+            other.dispose()
+    finally:
+        drop_pg_database(direct)
+
+
+def _lock_once(factory: sessionmaker[Session], sweep_id: int) -> None:
+    with locked_sweep(factory, sweep_id):
+        pass
+
+
+def _one_transaction(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("SELECT count(*) FROM sweeps"))
