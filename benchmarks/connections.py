@@ -62,6 +62,10 @@ def _start(n: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen[byt
     return procs
 
 
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def _sweep_done(pg: PrivatePostgres, database: str, name: str) -> bool:
     import psycopg
 
@@ -87,23 +91,13 @@ def measure_fleet(
         if pooled:
             env["SWEEP_TRANSACTION_POOLER"] = "true"
         procs = _start(workers, env, logs)
+        samples: list[int] = [0]
+        trials_per_s = 0.0
         try:
-            create_sweep(
-                direct,
-                "fleet",
-                n_trials=trials,
-                epochs=3,
-                pruner="none",
-                baseline=False,
-                reevaluate_top=0,
-                task_options={"epoch_seconds": 1.0},
-            )
-            samples: list[int] = []
-            started = time.monotonic()
-            while not _sweep_done(pg, database, "fleet"):
-                samples.append(pg.server_connections(database))
-                time.sleep(0.5)
-            trials_per_s = trials / (time.monotonic() - started)
+            if trials:
+                trials_per_s = _claim_all(pg, database, direct, trials, samples)
+            while not all("started on" in _read(logs / f"worker-{i}.log") for i in range(workers)):
+                time.sleep(1)  # 64 processes importing on 2 cores take minutes
             # Idle: the backoff doubles from 1 s up to 30 s (with jitter); then a window.
             time.sleep(Settings(database_url=direct).max_poll_interval * 1.5)
             before, at = pg.transactions(database), time.monotonic()
@@ -117,10 +111,31 @@ def measure_fleet(
     return FleetFigures(max(samples), statistics.median(samples), trials_per_s, idle_rate)
 
 
+def _claim_all(
+    pg: PrivatePostgres, database: str, direct: str, trials: int, samples: list[int]
+) -> float:
+    """Run a sweep of ``trials`` to the end, sampling server connections; trials per second."""
+    create_sweep(
+        direct,
+        "fleet",
+        n_trials=trials,
+        epochs=3,
+        pruner="none",
+        baseline=False,
+        reevaluate_top=0,
+        task_options={"epoch_seconds": 1.0},
+    )
+    started = time.monotonic()
+    while not _sweep_done(pg, database, "fleet"):
+        samples.append(pg.server_connections(database))
+        time.sleep(0.5)
+    return trials / (time.monotonic() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=64)
-    parser.add_argument("--trials", type=int, default=192)
+    parser.add_argument("--trials", type=int, default=192, help="0: idle only")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--only", choices=("direct", "pooled"), help="one of the two fleets")
     args = parser.parse_args()
