@@ -389,7 +389,10 @@ def _judge(report: ChaosReport, study: optuna.Study, victims: Victims) -> None:
 def _explained(trial: FrozenTrial, victims: Victims) -> bool:
     """A failed trial is explained by a kill or stop of the worker running it, never by an
     error it recorded (a database restart must not fail a trial)."""
-    if "error" in trial.user_attrs:
+    error = str(trial.user_attrs.get("error", ""))
+    if error.startswith("released by its worker"):
+        return True  # given back on SIGTERM: the fleet stopped before the sweep ended
+    if error:
         return False
     worker = str(trial.user_attrs.get("worker", ""))
     if worker:
