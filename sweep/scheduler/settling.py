@@ -28,10 +28,18 @@ def reap_stale_trials(
 ) -> None:
     """Fail the sweep's trials whose heartbeats stopped, and re-queue their params.
 
-    Under the sweep's lock: a failed trial and its retry appear to others together.
+    Under the sweep's lock: a failed trial and its retry appear to others together. A
+    trial whose claim never committed goes back to WAITING.
     """
     storage = storage_for(settings, sweep.max_attempts)
-    with locked_sweep(factory, sweep.id):
+    with locked_sweep(factory, sweep.id) as session:
+        # Every claim records its trial's first heartbeat before it commits, under this lock:
+        # a RUNNING trial without one here is a claim a database restart cut off after
+        # ``ask`` committed. Nobody trains it, and without a heartbeat it would never go
+        # stale: back to WAITING, with its params, for the next claim (not an attempt).
+        for orphan in queries.unleased_trials(session.connection(), sweep.name):
+            storage.set_trial_state_values(orphan, TrialState.WAITING)
+            log.warning("requeue sweep=%s trial id=%d: its claim was cut off", sweep.name, orphan)
         study = optuna.load_study(study_name=sweep.name, storage=storage)
         optuna.storages.fail_stale_trials(study)
         _reap_evaluation_trials(storage, sweep.name)

@@ -57,7 +57,8 @@ _values = table(
 )
 _system_attrs = table("trial_system_attributes", column("trial_id"), column("key"))
 _heartbeats = table("trial_heartbeats", column("trial_id"), column("heartbeat", DateTime))
-# The view of migration 0008: what autoscalers (KEDA's postgresql trigger) and /metrics read.
+# The view of migration 0009 (each sweep capped by its max_concurrent): what autoscalers
+# (KEDA's postgresql trigger) and /metrics read.
 WORK_AVAILABLE_VIEW = "sweep_work_available"
 _work = table(WORK_AVAILABLE_VIEW, column("available"), column("running"))
 # Typed as the enums they are on PostgreSQL, so comparisons can use indexes (a cast to
@@ -76,6 +77,19 @@ def work_available(conn: Connection) -> tuple[int, int]:
     """(trials workers could start now, trials running) over queued and running sweeps."""
     available, running = conn.execute(select(_work.c.available, _work.c.running)).one()
     return int(available), int(running)
+
+
+def unleased_trials(conn: Connection, sweep_name: str) -> list[int]:
+    """Ids of RUNNING trials of the sweep (search and evaluation) that have no heartbeat."""
+    names = (sweep_name, evaluation_study_name(sweep_name))
+    query = (
+        select(_trials.c.trial_id)
+        .join(_studies, _studies.c.study_id == _trials.c.study_id)
+        .outerjoin(_heartbeats, _heartbeats.c.trial_id == _trials.c.trial_id)
+        .where(_studies.c.study_name.in_(names), _state == "RUNNING")
+        .where(_heartbeats.c.trial_id.is_(None))
+    )
+    return [int(tid) for tid in conn.execute(query).scalars()]
 
 
 def study_id(conn: Connection, name: str) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks._clusters import PG_BIN, PrivatePostgres, free_port
+from benchmarks._clusters import pgbouncer_binary as find_pgbouncer
+from benchmarks._clusters import private_postgres as start_private_postgres
+from tests.conftest import IN_CI
+
 SWEEP = [sys.executable, "-m", "sweep"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Processes:
@@ -110,3 +108,26 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     yield make  # type: ignore[misc]
     for p in made:
         p.stop_all()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own on a free port: free to stop and restart,
+    which the shared server never is."""
+    if not (PG_BIN / "initdb").exists():
+        if IN_CI:
+            pytest.fail(f"PostgreSQL's server binaries are required in CI ({PG_BIN})")
+        pytest.skip(f"no PostgreSQL server binaries in {PG_BIN}")
+    with start_private_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_binary() -> str:
+    """The pgbouncer executable (Debian's package is installed when missing, as root)."""
+    found = find_pgbouncer()
+    if found is None:
+        if IN_CI:
+            pytest.fail("pgbouncer is required in CI: apt-get install -y pgbouncer")
+        pytest.skip("pgbouncer is not installed (apt-get install -y pgbouncer)")
+    return found

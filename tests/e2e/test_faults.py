@@ -8,17 +8,18 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from benchmarks._clusters import PrivatePostgres
 from sweep.service import sweeps
 from sweep.store.engine import make_engine, make_session_factory, transaction
+from sweep.store.migrations import upgrade
 from sweep.store.optuna_storage import storage_for
-from tests.conftest import IN_CI, fast_settings
+from tests.conftest import fast_settings
 from tests.e2e.conftest import Processes, wait_for
 
 CLAIM_LINE = re.compile(r"claim sweep=(\S+) trial=(\d+)")
@@ -196,22 +197,14 @@ def test_gpus_all_without_a_gpu_says_so(processes, sqlite_url: str) -> None:  # 
     assert "no GPU is visible" in result.stderr and "--workers N" in result.stderr
 
 
-def _pg_ctl(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True,
-        timeout=60,
-    )
-
-
-@pytest.mark.skipif(
-    not Path("/etc/postgresql").is_dir() and not IN_CI, reason="needs a local PostgreSQL cluster"
-)
-def test_postgresql_restart_under_two_workers(processes, pg_template: str) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import drop_pg_database, new_pg_database
-
-    url = new_pg_database(pg_template)
+def test_postgresql_restart_under_two_workers(
+    processes,  # type: ignore[no-untyped-def]
+    private_postgres: PrivatePostgres,
+) -> None:
+    url = private_postgres.create_database("outage")  # a cluster of its own to stop
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
     procs: Processes = processes(url)
     procs.env["SWEEP_GRACE_PERIOD"] = "15"  # the outage is shorter than the grace period
     try:
@@ -220,14 +213,14 @@ def test_postgresql_restart_under_two_workers(processes, pg_template: str) -> No
             procs.start("worker", "--device", "cpu", "--exit-when-idle", name=f"w{i}")
         create_sweep(url, "outage", n_trials=6, epochs=10, task_options={"epoch_seconds": 0.3})
         wait_for(lambda: running_with_epochs(url, "outage", 2) is not None, 60, "trials running")
-        _pg_ctl("stop")
+        private_postgres.stop()
         try:
             during = api.get("/v1/sweeps/outage")
             assert during.status_code == 503
             assert "database" in during.json()["detail"]
             time.sleep(3)
         finally:
-            _pg_ctl("start")
+            private_postgres.start()
 
         def completed() -> bool:
             try:
@@ -241,4 +234,3 @@ def test_postgresql_restart_under_two_workers(processes, pg_template: str) -> No
         assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 6
     finally:
         procs.stop_all()
-        drop_pg_database(url)

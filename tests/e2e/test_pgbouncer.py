@@ -8,40 +8,28 @@ without which psycopg's prepared statements break behind a transaction pooler.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
+import threading
+import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import optuna
 import psycopg
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from tests.conftest import IN_CI, PG_ADMIN_URL, drop_pg_database, new_pg_database
-from tests.e2e.conftest import free_port, wait_for
+from benchmarks._clusters import pgbouncer
+from sweep.config import Settings
+from sweep.store.engine import Pooling, make_engine, make_session_factory
+from sweep.store.locks import locked_sweep
+from tests.conftest import PG_ADMIN_URL, drop_pg_database, new_pg_database
+from tests.e2e.conftest import wait_for
+from tests.helpers import make_sweep
 
 POOL_SIZE = 4  # server connections PgBouncer may open to the database
-
-
-def _pgbouncer_binary() -> str:
-    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "pgbouncer"],
-        ):
-            subprocess.run(command, capture_output=True, timeout=600, check=False)
-        found = shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
-    if found is None:
-        if IN_CI:
-            pytest.fail("pgbouncer is required in CI: apt-get install -y pgbouncer")
-        pytest.skip("pgbouncer is not installed (apt-get install -y pgbouncer)")
-    return found
 
 
 def _server_connections(database: str) -> int:
@@ -54,47 +42,15 @@ def _server_connections(database: str) -> int:
 
 
 @pytest.fixture
-def bouncer(pg_template: str) -> Iterator[tuple[str, str]]:
+def bouncer(pg_template: str, pgbouncer_binary: str) -> Iterator[tuple[str, str]]:
     """(URL through PgBouncer, database name): a fresh copy of the migrated template."""
-    binary = _pgbouncer_binary()
     direct = new_pg_database(pg_template)
     database = direct.rsplit("/", 1)[1]
-    # PgBouncer refuses to run as root: it drops to postgres, which must read its files.
-    workdir = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    workdir.chmod(0o777)
-    port = free_port()
-    (workdir / "userlist.txt").write_text('"postgres" ""\n')
-    (workdir / "pgbouncer.ini").write_text(
-        f"[databases]\n{database} = host=127.0.0.1 port=5432 dbname={database}\n"
-        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {workdir}/userlist.txt\npool_mode = transaction\n"
-        f"default_pool_size = {POOL_SIZE}\nmax_client_conn = 500\n"
-        f"logfile = {workdir}/pgbouncer.log\n"
-    )
-    for path in workdir.iterdir():
-        path.chmod(0o666)
-    as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen(
-        [binary, *as_user, str(workdir / "pgbouncer.ini")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
     try:
-        wait_for(lambda: _accepts(port), 10, "pgbouncer to listen")
-        yield url, database
+        with pgbouncer(pgbouncer_binary, database, 5432, POOL_SIZE) as (url, _):
+            yield url, database
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         drop_pg_database(direct)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _accepts(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_api_and_two_workers_through_pgbouncer_survive_a_kill(processes, bouncer) -> None:  # type: ignore[no-untyped-def]
@@ -144,3 +100,45 @@ def test_api_and_two_workers_through_pgbouncer_survive_a_kill(processes, bouncer
         assert "prepared statement" not in procs.log(log), procs.log(log)
     # PgBouncer's pool, not the number of client processes, bounds server connections.
     assert peak <= POOL_SIZE, peak
+
+
+def test_workers_waiting_for_the_sweep_lock_leave_the_holder_a_server_connection(
+    pg_template: str, pgbouncer_binary: str
+) -> None:
+    direct = new_pg_database(pg_template)
+    database = direct.rsplit("/", 1)[1]
+    try:
+        # Two server connections: the lock holder's, and one for its Optuna write.
+        with pgbouncer(pgbouncer_binary, database, 5432, 2) as (url, _):
+            settings = Settings(database_url=url, transaction_pooler=True)
+            factory = make_session_factory(make_engine(url, Pooling.of(settings)))
+            sweep_id = make_sweep(settings, factory, "locked", baseline=False)
+            other = make_engine(url, Pooling.of(settings))  # Optuna's own engine, say
+            waiters = [
+                threading.Thread(target=_lock_once, args=(factory, sweep_id), daemon=True)
+                for _ in range(3)
+            ]
+            with locked_sweep(factory, sweep_id):
+                for waiter in waiters:
+                    waiter.start()
+                time.sleep(1)  # they wait for the lock now
+                wrote = threading.Thread(target=_one_transaction, args=(other,), daemon=True)
+                wrote.start()
+                wrote.join(timeout=15)
+                assert not wrote.is_alive(), "the lock holder got no server connection"
+            for waiter in waiters:
+                waiter.join(timeout=15)
+                assert not waiter.is_alive()
+            other.dispose()
+    finally:
+        drop_pg_database(direct)
+
+
+def _lock_once(factory: sessionmaker[Session], sweep_id: int) -> None:
+    with locked_sweep(factory, sweep_id):
+        pass
+
+
+def _one_transaction(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("SELECT count(*) FROM sweeps"))

@@ -16,12 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from sweep.config import Settings
+from sweep.definition.space import Space
 from sweep.scheduler.claims import claim_trial
 from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials
 from sweep.service import sweeps
 from sweep.store.engine import transaction
-from sweep.store.optuna_storage import storage_for
+from sweep.store.optuna_storage import load_study, storage_for
 from sweep.store.tables import Sweep, utcnow
 from sweep.training.tasks import EpochResult
 from sweep.worker.loop import Worker
@@ -69,6 +70,26 @@ def test_a_retry_of_a_reaped_trial_starts_without_its_curves(
     reap_stale_trials(settings, factory, sweep)
     retry = _waiting(settings, "clean-reap")
     assert RUN_ATTRS.isdisjoint(retry.user_attrs), retry.user_attrs
+
+
+def test_a_trial_whose_claim_was_cut_off_after_ask_is_handed_out_again(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    sweep_id = make_sweep(settings, factory, "cut-claim", n_trials=1, baseline=False)
+    with factory() as session:
+        sweep = session.get(Sweep, sweep_id)
+        assert sweep is not None
+    # What a claim leaves when the database restarts after ask() committed, before the
+    # first heartbeat: a RUNNING trial that nobody trains and that can never go stale.
+    study = load_study(storage_for(settings), sweep, trials_so_far=0)
+    cut = study.ask(Space.model_validate(sweep.space).distributions())
+    assert claim_trial(settings, factory, sweep_id, "w") is None  # its budget looks spent
+    reap_stale_trials(settings, factory, sweep)
+    claim = claim_trial(settings, factory, sweep_id, "w")
+    assert claim is not None
+    assert (claim.number, claim.params, claim.attempt) == (cut.number, cut.params, 1)
+    trials = optuna.load_study(study_name="cut-claim", storage=settings.database_url).trials
+    assert [t.state for t in trials] == [TrialState.RUNNING]  # nothing failed, nothing added
 
 
 def test_top_leaves_out_trials_that_reused_another_trials_result(
