@@ -91,6 +91,13 @@ def study_id(conn: Connection, name: str) -> int | None:
     return _study_ids[key]
 
 
+def study_name(conn: Connection, study: int) -> str | None:
+    """The name of the Optuna study ``study``, or None if there is none."""
+    found = conn.execute(select(_studies.c.study_name).where(_studies.c.study_id == study))
+    name = found.scalar()
+    return None if name is None else str(name)
+
+
 def state_counts(conn: Connection, study: int) -> dict[str, int]:
     """Number of trials per Optuna state (RUNNING, COMPLETE, …)."""
     query = select(_state, func.count()).where(_trials.c.study_id == study).group_by(_state)
