@@ -55,7 +55,7 @@ def copy_finished_trials(storage: RDBStorage, source: str, target: str) -> int:
     copies = [
         create_trial(
             state=trial.state,
-            value=trial.value if trial.state == TrialState.COMPLETE else None,
+            values=trial.values,  # a pruned trial keeps the loss it was stopped at
             params=trial.params,
             distributions=trial.distributions,
             intermediate_values=trial.intermediate_values,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -89,3 +91,21 @@ def test_enqueue_is_refused_once_the_budget_is_spent_or_the_sweep_is_finished(
     client.post("/v1/sweeps/full/cancel")
     cancelled = client.post("/v1/sweeps/full/trials", json={"params": CONFIG})
     assert cancelled.status_code == 409 and "cancelled" in cancelled.json()["detail"]
+
+
+def test_the_page_form_queues_a_configuration_and_says_what_was_wrong(
+    client: TestClient, settings: Settings
+) -> None:
+    create(client, "formed", n_trials=3)
+    with TestClient(client.app) as browser:
+        browser.post("/login", data={"token": issue_token(settings.database_url, "user")})
+        page = browser.get("/sweeps/formed").text
+        assert 'data-action="enqueue"' in page and 'name="param.weight_decay"' in page
+        form = {"csrf": re.search(r'name="csrf" value="([^"]+)"', page)[1]}  # type: ignore[index]
+        bad = browser.post("/sweeps/formed/enqueue", data={**form, "param.dropout": "0.9"})
+        assert "params.dropout" in bad.text and "outside the range" in bad.text
+        fields = {f"param.{k}": str(v) for k, v in CONFIG.items()}
+        done = browser.post("/sweeps/formed/enqueue", data={**form, **fields})
+        assert done.status_code == 200 and "data-enqueued" in done.text
+    waiting = client.get("/v1/sweeps/formed/trials").json()["items"]
+    assert [(t["params"], t["enqueued"]) for t in waiting] == [(CONFIG, True)]
