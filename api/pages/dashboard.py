@@ -22,10 +22,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import AUTH_OFF, SAFE_METHODS
+from api.deps import AUTH_OFF, SAFE_METHODS, count_change
 from api.pages.sessions import session_caller
 from sweep.definition.evaluation import evaluation_study_name
-from sweep.errors import NotAuthenticated, PermissionDenied
+from sweep.errors import NotAuthenticated, PermissionDenied, RateLimited
 from sweep.service.tokens import TokenInfo, authenticate, check_role
 from sweep.store import queries
 from sweep.store.engine import transaction
@@ -70,6 +70,8 @@ def _check(request: Request) -> Response | None:
     try:
         caller = _caller(request)
         check_role(caller.role, "reader" if method in SAFE_METHODS else "admin")
+        if method not in SAFE_METHODS:
+            count_change(request, caller)
     except NotAuthenticated as exc:
         if method in SAFE_METHODS and request.url.path.startswith("/dashboard"):
             target = quote(request.url.path)
@@ -77,6 +79,10 @@ def _check(request: Request) -> Response | None:
         return JSONResponse({"detail": exc.message}, status_code=401)
     except PermissionDenied as exc:
         return JSONResponse({"detail": exc.message}, status_code=403)
+    except RateLimited as exc:
+        return JSONResponse(
+            {"detail": exc.message}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+        )
     found = _STUDY_CHANGE.match(request.url.path)
     deleting = method == "DELETE" and found is not None and found.group(2) is None
     renaming = method == "POST" and found is not None and found.group(2) is not None

@@ -221,7 +221,8 @@ def up(
         name = _queue_default_sweep(client, n_trials, epochs)
         watch_sweep(client, name)
         console.print(
-            f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs, Optuna dashboard: /dashboard/). "
+            f"\nAPI serving at http://127.0.0.1:{port} "
+            "(docs: /docs, Optuna dashboard: /dashboard/). "
             f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
             "Ctrl-C to stop."
         )

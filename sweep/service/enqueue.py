@@ -36,10 +36,14 @@ def checked_params(space: dict[str, Any], params: dict[str, Any]) -> dict[str, f
         value = params[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidSweep(f"params.{name}: must be a number, not {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
             raise InvalidSweep(f"params.{name}: must be finite")
-        _check_in(name, float(value), distribution)
-        checked[name] = float(value)
+        _check_in(name, number, distribution)
+        checked[name] = number
     return checked
 
 

@@ -22,6 +22,7 @@ CONFIG = {"dropout": 0.3, "weight_decay": 1e-4}
         ({**CONFIG, "dropout": 0.7}, "params.dropout"),  # outside [0.2, 0.5]
         ({**CONFIG, "weight_decay": 1.0}, "params.weight_decay"),  # outside [1e-5, 1e-2]
         ({**CONFIG, "dropout": "0.3"}, "params.dropout"),  # not a number
+        ({**CONFIG, "dropout": 10**400}, "params.dropout"),  # too large for a float
     ],
 )
 def test_a_configuration_outside_the_space_is_a_422_naming_the_parameter(
