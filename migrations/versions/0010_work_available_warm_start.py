@@ -5,7 +5,7 @@ Revises: 0009
 Create Date: 2026-12-03
 
 A sweep created with ``warm_start_from`` begins with the finished trials of an
-earlier sweep, each marked with the user attribute ``copied_from``. They inform the
+earlier sweep, each marked with the system attribute ``copied_from``. They inform the
 sampler but are outside the new sweep's budget, as ``claim_trial`` counts it, so
 they are not ``started`` here either. Otherwise as 0009; kept the last migration.
 """
@@ -33,9 +33,8 @@ SELECT
     (SELECT COUNT(*) FROM studies st JOIN trials t ON t.study_id = st.study_id
       WHERE st.study_name = s.name
         AND NOT EXISTS (SELECT 1 FROM trial_system_attributes a
-                         WHERE a.trial_id = t.trial_id AND a.key = 'failed_trial')
-        AND NOT EXISTS (SELECT 1 FROM trial_user_attributes u
-                         WHERE u.trial_id = t.trial_id AND u.key = 'copied_from')) AS started
+                         WHERE a.trial_id = t.trial_id
+                           AND a.key IN ('failed_trial', 'copied_from'))) AS started
 FROM sweeps s
 WHERE s.status IN ('queued', 'running')
 """

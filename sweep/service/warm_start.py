@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,10 @@ def copy_finished_trials(storage: RDBStorage, source: str, target: str) -> int:
 
     Trials that only repeated a twin's result are left behind: their twin is copied.
     """
+
+    def origin(trial: FrozenTrial) -> dict[str, object]:
+        return {"sweep": source, "number": trial.number}
+
     trials = optuna.load_study(study_name=source, storage=storage).get_trials(
         deepcopy=False, states=FINISHED
     )
@@ -59,10 +63,10 @@ def copy_finished_trials(storage: RDBStorage, source: str, target: str) -> int:
             params=trial.params,
             distributions=trial.distributions,
             intermediate_values=trial.intermediate_values,
-            user_attrs={
-                **trial.user_attrs,
-                queries.COPIED_MARK: {"sweep": source, "number": trial.number},
-            },
+            user_attrs={**trial.user_attrs, queries.COPIED_MARK: origin(trial)},
+            # What the budget counts by (queries.NOT_STARTED_MARKS); the user attribute is
+            # what users see.
+            system_attrs={queries.COPIED_MARK: origin(trial)},
         )
         for trial in trials
         if queries.REUSED_MARK not in trial.user_attrs

@@ -68,12 +68,17 @@ _value_type = _values.c.value_type
 
 RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
 REUSED_MARK = "reused_from"  # the user attribute of a trial that took a twin's result
-COPIED_MARK = "copied_from"  # the user attribute of a trial copied from another sweep
+COPIED_MARK = "copied_from"  # the attribute of a trial copied from another sweep
 ENQUEUED_MARK = "enqueued"  # the user attribute of a configuration a user queued: its params
+# Trials that spent no configuration of the budget: retries, and trials copied from another
+# sweep (a warm start). Both are marked with a system attribute (a copy also with a user
+# attribute, to be seen), so counting the budget stays one pass over that small table.
+NOT_STARTED_MARKS = (RETRY_MARK, COPIED_MARK)
+_not_started = select(_system_attrs.c.trial_id).where(_system_attrs.c.key.in_(NOT_STARTED_MARKS))
 # Copied trials inform the sampler but are no run of this sweep: they are left out of its
-# budget, counts and ranking. A probe of Optuna's (trial_id, key) index per trial.
+# counts and ranking too. A probe of Optuna's (trial_id, key) index per trial.
 _own = ~exists().where(
-    _user_attrs.c.trial_id == _trials.c.trial_id, _user_attrs.c.key == COPIED_MARK
+    _system_attrs.c.trial_id == _trials.c.trial_id, _system_attrs.c.key == COPIED_MARK
 )
 
 
@@ -133,11 +138,10 @@ def running_trials(conn: Connection, sweep_name: str) -> int:
 def configurations_started(conn: Connection, study: int) -> int:
     """Configurations the sweep has spent its budget on: every trial that is not a retry
     (nor copied from another sweep)."""
-    retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
     query = (
         select(func.count())
         .select_from(_trials)
-        .where(_trials.c.study_id == study, _trials.c.trial_id.not_in(retries), _own)
+        .where(_trials.c.study_id == study, _trials.c.trial_id.not_in(_not_started))
     )
     return int(conn.execute(query).scalar_one())
 
@@ -148,8 +152,7 @@ def budget_counts(conn: Connection, study: int) -> tuple[int, int, int]:
     An enqueued configuration is WAITING and started at once: it counts once, when queued.
     Copied trials are in the total only.
     """
-    retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
-    started = and_(_trials.c.trial_id.not_in(retries), _own)
+    started = _trials.c.trial_id.not_in(_not_started)
     query = select(
         func.coalesce(func.sum(case((_state == "WAITING", 1), else_=0)), 0),
         func.coalesce(func.sum(case((started, 1), else_=0)), 0),

@@ -38,12 +38,12 @@ class TrialResult:
     worker: str | None
     error: str | None
     reused_from: int | None
-    enqueued: bool
-    copied_from: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
     curves: dict[str, list[float]]
     seed: int | None = None
+    enqueued: bool = False  # a configuration a user queued to try next
+    copied_from: dict[str, Any] | None = None  # the sweep and trial a warm start copied
 
     @classmethod
     def from_row(cls, row: queries.TrialRow) -> TrialResult:

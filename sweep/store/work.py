@@ -22,15 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sweep.definition.evaluation import EVALUATION_SUFFIX, STAGE_KEY, Stage
 from sweep.definition.status import ACTIVE_STATUSES
 from sweep.store.queries import (
-    COPIED_MARK,
-    RETRY_MARK,
+    NOT_STARTED_MARKS,
     _heartbeats,
     _state,
     _studies,
     _study_user_attrs,
     _system_attrs,
     _trials,
-    _user_attrs,
 )
 from sweep.store.tables import Sweep
 
@@ -57,7 +55,6 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
     is_main = _studies.c.study_name == Sweep.name
     running = _state == "RUNNING"
     retries = _system_attrs.alias("retries")
-    copied = _user_attrs.alias("copied")  # trials of a warm start: outside the budget
     stage = _study_user_attrs.alias("stage")
 
     def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -70,12 +67,7 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
             count(and_(is_main, running)).label("search_running"),
             count(and_(is_main, _state == "WAITING")).label("waiting"),
             count(
-                and_(
-                    is_main,
-                    _trials.c.trial_id.is_not(None),
-                    retries.c.trial_id.is_(None),
-                    copied.c.trial_id.is_(None),
-                )
+                and_(is_main, _trials.c.trial_id.is_not(None), retries.c.trial_id.is_(None))
             ).label("started"),
             count(and_(~is_main, _state == "WAITING")).label("eval_waiting"),
             count(and_(~is_main, running)).label("eval_running"),
@@ -89,11 +81,7 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
         .outerjoin(_trials, _trials.c.study_id == _studies.c.study_id)
         .outerjoin(
             retries,
-            and_(retries.c.trial_id == _trials.c.trial_id, retries.c.key == RETRY_MARK),
-        )
-        .outerjoin(
-            copied,
-            and_(copied.c.trial_id == _trials.c.trial_id, copied.c.key == COPIED_MARK),
+            and_(retries.c.trial_id == _trials.c.trial_id, retries.c.key.in_(NOT_STARTED_MARKS)),
         )
         .outerjoin(
             stage,
