@@ -63,7 +63,10 @@ def copy_finished_trials(storage: RDBStorage, source: str, target: str) -> int:
             params=trial.params,
             distributions=trial.distributions,
             intermediate_values=trial.intermediate_values,
-            user_attrs={**trial.user_attrs, queries.COPIED_MARK: origin(trial)},
+            user_attrs={
+                **{k: v for k, v in trial.user_attrs.items() if k != queries.ENQUEUED_MARK},
+                queries.COPIED_MARK: origin(trial),
+            },
             # What the budget counts by (queries.NOT_STARTED_MARKS); the user attribute is
             # what users see.
             system_attrs={queries.COPIED_MARK: origin(trial)},
