@@ -190,23 +190,28 @@ class FreshStats(BaseModel):
     ci95: tuple[float, float] | None = Field(
         description="95% interval of the mean, [low, high], Student-t (null below 2 seeds)"
     )
+    fresh_values: dict[str, float] = Field(
+        description="best validation loss per fresh seed (seed -> loss), in seed order"
+    )
 
     @staticmethod
-    def fields_of(summary: Summary) -> dict[str, Any]:
+    def fields_of(summary: Summary, by_seed: dict[int, float]) -> dict[str, Any]:
         return {
             "fresh_mean": summary.mean,
             "fresh_std": summary.std,
             "fresh_seeds": summary.n,
             "ci95": summary.ci95,
+            "fresh_values": {str(s): by_seed[s] for s in sorted(by_seed)},
         }
 
 
 class ConfigurationOut(TrialOut, FreshStats):
-    """A configuration: its search trial, and its best validation loss over every seed it ran.
+    """A configuration: its search trial, and its statistics over the fresh seeds it ran.
 
     ``value`` is the search run's: the *selection run*, the one the configuration
-    was picked for, so it is biased low. Re-evaluated configurations rank by
-    ``fresh_mean``, over seeds that played no part in picking them.
+    was picked for, so it is biased low and is left out of the statistics.
+    Re-evaluated configurations rank by ``fresh_mean``, over seeds that played
+    no part in picking them.
     """
 
     selection_run: bool = Field(
@@ -215,23 +220,13 @@ class ConfigurationOut(TrialOut, FreshStats):
     ranked_by: Literal["fresh_mean", "value"] = Field(
         description="fresh_mean once re-evaluated, else the selection run's value"
     )
-    mean: float = Field(description="mean over every run, the selection run included (biased low)")
-    std: float | None = Field(description="sample standard deviation over seeds (null from one)")
-    seeds: int = Field(description="runs behind the mean: 1 until re-evaluation has finished")
-    seed_values: list[float] = Field(
-        description="best validation loss per run: the selection run first, then fresh seeds"
-    )
 
     @classmethod
     def from_configuration(cls, c: Configuration) -> ConfigurationOut:
         return cls(
             **TrialOut.from_result(c.trial).model_dump(),
-            **FreshStats.fields_of(c.fresh_summary),
+            **FreshStats.fields_of(c.fresh_summary, c.fresh),
             ranked_by="fresh_mean" if c.fresh else "value",
-            mean=c.mean,
-            std=c.std,
-            seeds=c.seeds,
-            seed_values=list(c.values),
         )
 
 
@@ -264,8 +259,6 @@ class BaselineOut(EvaluationOut, FreshStats):
     /best compares it to the best configuration seed by seed (paired).
     """
 
-    seed_values: dict[str, float] = Field(description="best validation loss per seed")
-
     @classmethod
     def from_baseline(cls, baseline: Baseline | None) -> BaselineOut | None:
         if baseline is None:
@@ -274,8 +267,7 @@ class BaselineOut(EvaluationOut, FreshStats):
         assert first is not None
         return cls(
             **first.model_dump(),
-            **FreshStats.fields_of(baseline.summary),
-            seed_values={str(s): v for s, v in baseline.by_seed.items()},
+            **FreshStats.fields_of(baseline.summary, baseline.by_seed),
         )
 
 

@@ -1,8 +1,9 @@
 """Does the default sweep's best configuration beat no regularization by more than seed noise?
 
-1. Runs the default sweep (digits-mlp, 30 trials x 120 epochs, baseline and
-   re-evaluation of the top 3 on 3 more seeds) in process with a real Worker on
-   an SQLite file, and takes the configuration /best reports (or use --params).
+1. Runs the default sweep (digits-mlp, 30 trials x 120 epochs, baseline,
+   re-evaluation of the top 3 on 3 more seeds, then racing) in process with a
+   real Worker on an SQLite file, prints /best's verdict (decided, or
+   indistinguishable from trial N) and takes its configuration (or use --params).
 2. Trains that configuration and the unregularized baseline (p=0, λ=0) on the
    same fixed seeds, and prints mean ± std of the best-epoch and last-epoch
    validation loss and the difference in pooled seed standard deviations
@@ -20,13 +21,17 @@ import math
 import statistics
 import time
 import warnings
+from collections import Counter
 
 import optuna
 import torch
 
 from benchmarks._common import bench_settings, fresh_database
 from sweep.definition.space import trial_params
+from sweep.definition.spec import DEFAULT_EPOCHS, DEFAULT_TASK, SweepSpec
+from sweep.scheduler.evaluation import evaluation_seeds
 from sweep.service import sweeps
+from sweep.service.charts import verdict
 from sweep.store import results
 from sweep.store.engine import make_engine, make_session_factory, transaction
 from sweep.store.optuna_storage import storage_for
@@ -45,7 +50,7 @@ def default_sweep_best(n_trials: int, epochs: int) -> tuple[TrialParams, dict[st
         settings = bench_settings(url)
         engine = make_engine(url)
         factory = make_session_factory(engine)
-        spec = sweeps.SweepSpec(name="default", n_trials=n_trials, epochs=epochs)
+        spec = SweepSpec(name="default", n_trials=n_trials, epochs=epochs)
         with transaction(factory) as session:
             sweeps.create_sweep(session, storage_for(settings), spec)
         start = time.perf_counter()
@@ -53,14 +58,24 @@ def default_sweep_best(n_trials: int, epochs: int) -> tuple[TrialParams, dict[st
         wall = time.perf_counter() - start
         with factory() as session:
             sweep = sweeps.get_sweep(session, "default")
-            best = results.best_configuration(session.connection(), sweep)
+            runs = results.evaluation_runs(session.connection(), sweep)
+            answer = results.best_answer(session.connection(), sweep, runs)
             print(
-                f"default sweep ({n_trials} trials x {epochs} epochs, then baseline and "
-                f"re-evaluation; status {sweep.status}): {wall:.0f} s"
+                f"default sweep ({n_trials} trials x {epochs} epochs, then baseline, "
+                f"re-evaluation and race={sweep.race}; status {sweep.status}): {wall:.0f} s"
             )
+            raced_from = evaluation_seeds(sweep)[-1] + 1  # past the fixed re-evaluation's seeds
+        best, fresh = answer.best, answer.best.fresh_summary
+        done = [r for r in runs if r.state == "COMPLETE"]
+        kinds = Counter(r.kind for r in done)
+        raced = sum(1 for r in done if r.seed >= raced_from)
+        print(f"  evaluation runs: {dict(kinds)}; {raced} of them in racing rounds")
+        interval = "-" if fresh.ci95 is None else f"[{fresh.ci95[0]:.4f}, {fresh.ci95[1]:.4f}]"
         print(
-            f"  /best: trial {best.trial.number}, mean {best.mean:.4f} over {best.seeds} seeds "
-            f"(search run {best.trial.value:.4f})"
+            f"  /best: trial {best.trial.number}, fresh mean {fresh.mean or 0:.4f} ± "
+            f"{fresh.std or 0:.4f} over {fresh.n} fresh seeds, 95% CI {interval} "
+            f"(selection run {best.trial.value:.4f}); "
+            + (verdict(answer) if answer.runner_up is not None else "no runner-up")
         )
         engine.dispose()
         return trial_params(best.trial.params), best.trial.params, wall
@@ -68,7 +83,7 @@ def default_sweep_best(n_trials: int, epochs: int) -> tuple[TrialParams, dict[st
 
 def val_losses(params: TrialParams, seeds: list[int], epochs: int) -> tuple[list[float], ...]:
     """Best-epoch and last-epoch validation loss of the default task on each seed."""
-    task = get_task(sweeps.DEFAULT_TASK)
+    task = get_task(DEFAULT_TASK)
     best, last = [], []
     for seed in seeds:
         curve = [r.val_loss for r in task.run(RunConfig(params, epochs, seed))]
@@ -92,7 +107,7 @@ def compare(name: str, baseline: list[float], tuned: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=sweeps.DEFAULT_EPOCHS)
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--trials", type=int, default=30, help="trials of the default sweep")
     parser.add_argument("--params", help="'p,λ' to skip the sweep, e.g. 0.33,1.3e-4")
     args = parser.parse_args()

@@ -20,7 +20,8 @@ from sweep.store.engine import transaction
 from sweep.store.optuna_storage import storage_for
 from sweep.worker.loop import Worker
 
-SYNTHETIC = {"task": "synthetic", "epochs": 4}
+# Racing (on by default) off: tests of other things keep to the fixed re-evaluation.
+SYNTHETIC = {"task": "synthetic", "epochs": 4, "race": False}
 
 
 def create(client: TestClient, name: str, **fields: object) -> dict[str, object]:
@@ -44,9 +45,10 @@ def make_sweep(
     created_by: int | None = None,
     **fields: object,
 ) -> int:
-    """Create a sweep in the store (synthetic task, 3 epochs, unless ``fields`` say); its id."""
+    """Create a sweep in the store (synthetic task, 3 epochs, no racing, unless ``fields``
+    say); its id."""
     spec = sweeps.SweepSpec.model_validate(
-        {"name": name, "task": "synthetic", "epochs": 3, **fields}
+        {"name": name, "task": "synthetic", "epochs": 3, "race": False, **fields}
     )
     with transaction(factory) as session:
         return sweeps.create_sweep(session, storage_for(settings), spec, created_by=created_by).id

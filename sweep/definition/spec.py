@@ -88,12 +88,13 @@ class SweepSpec(BaseModel):
         3, ge=1, le=20, strict=True, description="further seeds per re-evaluation"
     )
     race: bool = Field(
-        False,
+        True,
         strict=True,
         description=(
             "after the fixed re-evaluation, add a seed per round to every configuration "
             "still in the race, dropping those whose 95% interval lies above the leader's, "
-            "until the leader is decided or race_seeds are spent"
+            "until the leader is decided or race_seeds are spent; false: the fixed "
+            "re-evaluation alone"
         ),
     )
     race_seeds: int = Field(

@@ -20,6 +20,8 @@ done under the sweep's claim lock, so concurrent workers plan each step once:
   (recorded in the study's ``race_dropped``: number -> fresh seeds it had) and
   the others, and the baseline, get the next seed (``race_round`` on the trial),
   until the leader is decided against the runner-up or ``race_seeds`` are spent;
+- the baseline follows the re-evaluations onto every seed they run, also after an
+  extension (which moves the evaluation seeds past the new search trials' seeds);
 - test: once those have finished, the chosen configuration (best mean over
   fresh seeds) is trained once more with the test split measured at its best epoch;
 - done: the sweep completes when no evaluation trial is waiting or running.
@@ -166,11 +168,15 @@ def _advance(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: int) 
             best_ids = queries.best_trial_ids(conn, main_id, sweep.reevaluate_top)
             # After an extension, configurations re-evaluated before are not trained again.
             done = _planned(conn, eval_id, Kind.REEVALUATION)
+            queued = False
             for row in queries.trial_rows(conn, best_ids, ()):
                 if row.number in done:
                     continue
                 for seed in evaluation_seeds(sweep):
                     _queue(study, Kind.REEVALUATION, row.params, seed, row.number)
+                queued = True
+            # An extension moves the evaluation seeds past the new search trials' seeds.
+            _pair_baseline(conn, study, sweep, set(evaluation_seeds(sweep)) if queued else set())
         stage = _set_stage(study, Stage.REEVALUATION)
     if stage == Stage.REEVALUATION:
         if _busy(conn, eval_id, Kind.REEVALUATION):
@@ -208,15 +214,41 @@ def _race_round(conn: Connection, study: optuna.Study, sweep: Sweep, eval_id: in
     if step.dropped:
         dropped.update({str(n): len(alive[n]) for n in step.dropped})
         study.set_user_attr(RACE_DROPPED_KEY, dropped)
-    first = evaluation_seeds(sweep)[0]
-    seed = max((r.seed for r in runs), default=first - 1) + 1
-    if step.over or seed - first >= sweep.race_seeds:
+    # Configurations that joined after an extension catch up to race_seeds; the others are done.
+    # Seeds tried, not only those that gave a finite loss: a run that keeps failing ends too.
+    tried: dict[int, set[int]] = {}
+    for run in runs:
+        if run.trial_number is not None:
+            tried.setdefault(run.trial_number, set()).add(run.seed)
+    racing = [
+        n for n in sorted(alive) if n not in step.dropped and len(tried[n]) < sweep.race_seeds
+    ]
+    if step.over or not racing:
         return False
-    for number in sorted(set(alive) - set(step.dropped)):
+    first = evaluation_seeds(sweep)[0]
+    seed = max(first, *(r.seed + 1 for r in runs))  # never a seed a search trial had
+    for number in racing:
         _queue(study, Kind.REEVALUATION, params[number], seed, number, seed - first)
-    if sweep.baseline:
-        _queue(study, Kind.BASELINE, baseline_params(sweep), seed, race_round=seed - first)
+    _pair_baseline(conn, study, sweep, {seed}, race_round=seed - first)
     return True
+
+
+def _pair_baseline(
+    conn: Connection,
+    study: optuna.Study,
+    sweep: Sweep,
+    queued: set[int],
+    race_round: int | None = None,
+) -> None:
+    """Queue the baseline on every seed a re-evaluation has (``queued``: seeds just queued)
+    and the baseline has not, so /best's paired test holds after an extension too."""
+    if not sweep.baseline:
+        return
+    runs = evaluation_runs(conn, sweep)
+    wanted = queued | {r.seed for r in runs if r.kind == Kind.REEVALUATION}
+    has = {r.seed for r in runs if r.kind == Kind.BASELINE}  # failed ones too: retried already
+    for seed in sorted(wanted - has):
+        _queue(study, Kind.BASELINE, baseline_params(sweep), seed, race_round=race_round)
 
 
 def _set_stage(study: optuna.Study, stage: str) -> str:

@@ -110,9 +110,9 @@ def sweep_chart(conn: Connection, sweep: Sweep) -> bytes:
     if answer.runner_up is not None:
         title += " · " + verdict(answer)
     if answer.baseline is not None:
-        title += f" · baseline: {_mean_text(answer.baseline.summary)}"
+        title += f"\nbaseline: {_mean_text(answer.baseline.summary)}"  # a line of its own: fits
     elif sweep.baseline:
-        title += " · baseline not trained yet"
+        title += "\nbaseline not trained yet"
     return render_chart(title, best_series, baseline_series)
 
 

@@ -4,7 +4,6 @@ trial pages, one trial's curves and the evaluation runs."""
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -110,24 +109,6 @@ class Configuration:
     @property
     def selection_value(self) -> float:
         return float(self.trial.value or 0.0)
-
-    @property
-    def values(self) -> tuple[float, ...]:
-        """Every run's value: the search run's first, then each fresh seed's in seed order."""
-        return (self.selection_value, *(self.fresh[s] for s in sorted(self.fresh)))
-
-    @property
-    def seeds(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def std(self) -> float | None:
-        """Sample standard deviation over seeds; None from a single seed."""
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
 
     @property
     def fresh_values(self) -> list[float]:

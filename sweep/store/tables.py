@@ -44,7 +44,7 @@ class Sweep(Base):
     baseline: Mapped[bool] = mapped_column(Boolean, default=True)
     reevaluate_top: Mapped[int] = mapped_column(Integer, default=3)
     reevaluate_seeds: Mapped[int] = mapped_column(Integer, default=3)
-    race: Mapped[bool] = mapped_column(Boolean, default=False)
+    race: Mapped[bool] = mapped_column(Boolean, default=True)
     race_seeds: Mapped[int] = mapped_column(Integer, default=10)
     test_split: Mapped[bool] = mapped_column(Boolean, default=False)
     # How workers share themselves out (sweep.store.work): highest priority first, then

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.app import create_app
 from sweep.config import Settings
 from sweep.definition.space import trial_params
 from sweep.scheduler.claims import Claim, claim_trial
@@ -23,6 +24,7 @@ from sweep.scheduler.settling import settle_sweep
 from sweep.service import sweeps
 from sweep.training.tasks import RunConfig, get_task
 from sweep.worker.loop import Worker
+from tests.conftest import fast_settings
 from tests.helpers import create, run_worker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # digits trials train in this process
@@ -66,7 +68,6 @@ def test_baseline_and_reevaluations_run_after_the_budget_outside_the_search(
     assert not search_seeds & {12, 13, 14}
 
     top = client.get("/v1/sweeps/ev/top", params={"k": 4}).json()
-    assert [t["seeds"] for t in top] == [4, 4, 1, 1]
     assert [t["fresh_seeds"] for t in top] == [3, 3, 0, 0]
     assert [t["ranked_by"] for t in top] == ["fresh_mean", "fresh_mean", "value", "value"]
     # ranked by the fresh seeds alone: the search run that selected them is left out
@@ -79,8 +80,8 @@ def test_baseline_and_reevaluations_run_after_the_budget_outside_the_search(
         }
         fresh = [by_seed[s] for s in sorted(by_seed)]
         assert row["value"] == search[row["number"]].value and row["selection_run"]
-        assert row["seed_values"] == [row["value"], *fresh]
-        assert row["mean"] == pytest.approx(statistics.fmean(row["seed_values"]))
+        assert row["fresh_values"] == {str(s): by_seed[s] for s in sorted(by_seed)}
+        assert "mean" not in row and "std" not in row  # one set of statistics: the fresh seeds'
         assert row["fresh_mean"] == pytest.approx(statistics.fmean(fresh))
         assert row["fresh_std"] == pytest.approx(statistics.stdev(fresh))
         low, high = row["ci95"]
@@ -99,7 +100,7 @@ def test_baseline_and_reevaluations_run_after_the_budget_outside_the_search(
     assert 0 <= best["p_value"] <= 1 and best["decided"] == (best["p_value"] < 0.05)
     base = best["baseline"]
     assert base["seed"] == 12 and base["fresh_seeds"] == 3 and len(base["ci95"]) == 2
-    assert base["seed_values"] == {str(t.user_attrs["seed"]): t.value for t in baselines}
+    assert base["fresh_values"] == {str(t.user_attrs["seed"]): t.value for t in baselines}
     assert base["fresh_mean"] == pytest.approx(statistics.fmean(t.value for t in baselines))
     # the synthetic baseline (p=0, λ=0) is far worse on every shared seed
     assert base["fresh_mean"] > best["fresh_mean"] and best["baseline_p_value"] < 0.05
@@ -124,20 +125,21 @@ def test_until_reevaluation_finishes_best_says_one_seed(
     while (claim := claim_trial(settings, factory, sweep_id, "w")) is not None:
         train(settings, factory, claim)
     best = client.get("/v1/sweeps/slow/best").json()
-    assert best["seeds"] == 1 and best["std"] is None and best["evaluation"] == "search"
+    assert best["fresh_seeds"] == 0 and best["fresh_std"] is None
+    assert best["ranked_by"] == "value" and best["evaluation"] == "search"
 
     # the budget is spent: the re-evaluation is planned and claimed, and runs for a while
     claim = claim_evaluation(settings, factory, sweep_id, "w")
     assert claim is not None and claim.params == best["params"]
     settle_sweep(settings, factory, sweep_id)
     assert client.get("/v1/sweeps/slow").json()["status"] == "running"
-    assert client.get("/v1/sweeps/slow/best").json()["seeds"] == 1
+    assert client.get("/v1/sweeps/slow/best").json()["fresh_seeds"] == 0
     train(settings, factory, claim)
 
     assert claim_evaluation(settings, factory, sweep_id, "w") is None  # nothing else to do
     settle_sweep(settings, factory, sweep_id)
     assert client.get("/v1/sweeps/slow").json()["status"] == "completed"
-    assert client.get("/v1/sweeps/slow/best").json()["seeds"] == 2
+    assert client.get("/v1/sweeps/slow/best").json()["fresh_seeds"] == 1
 
 
 def test_a_released_evaluation_trial_comes_back_as_itself(
@@ -165,7 +167,7 @@ def test_no_evaluation_when_switched_off(client: TestClient, settings: Settings)
     sweep = client.get("/v1/sweeps/plain").json()
     assert sweep["status"] == "completed" and sweep["evaluations"] == {}
     best = client.get("/v1/sweeps/plain/best").json()
-    assert best["seeds"] == 1 and best["baseline"] is None
+    assert best["fresh_seeds"] == 0 and best["baseline"] is None
     # one run each, all of them selection runs: nothing to test, so nothing decided
     assert best["fresh_seeds"] == 0 and best["runner_up"]["fresh_mean"] is None
     assert best["p_value"] is None and best["decided"] is False
@@ -180,7 +182,7 @@ def test_test_split_is_measured_once_for_the_chosen_configuration(
     )
     run_worker(settings)
     best = client.get("/v1/sweeps/held/best").json()
-    assert best["evaluation"] == "done" and best["seeds"] == 2
+    assert best["evaluation"] == "done" and best["fresh_seeds"] == 1
     test = best["test"]
     assert test is not None and test["seed"] == best["seed"]
     assert test["loss"] > 0 and 0 <= test["accuracy"] <= 1
@@ -227,5 +229,16 @@ def test_a_batching_worker_runs_evaluation_trials_alone(
     sweep = client.get("/v1/sweeps/stacked").json()
     assert sweep["status"] == "completed" and sweep["evaluations"] == {"COMPLETE": 3}
     best = client.get("/v1/sweeps/stacked/best").json()
-    assert best["seeds"] == 2 and best["baseline"] is not None
+    assert best["fresh_seeds"] == 1 and best["baseline"] is not None
     assert best["test"] is not None and 0 <= best["test"]["accuracy"] <= 1
+
+
+def test_the_schema_has_one_set_of_statistics_and_racing_on_by_default(sqlite_url: str) -> None:
+    schemas = create_app(fast_settings(sqlite_url)).openapi()["components"]["schemas"]
+    for model in ("ConfigurationOut", "BestOut", "BaselineOut"):
+        fields = set(schemas[model]["properties"])
+        assert {"fresh_mean", "fresh_std", "fresh_seeds", "ci95", "fresh_values"} <= fields
+        assert not fields & {"mean", "std", "seeds", "seed_values"}, model
+    assert {"selection_run", "value"} <= set(schemas["BestOut"]["properties"])
+    create_body = next(s for name, s in schemas.items() if "race_seeds" in s["properties"])
+    assert create_body["properties"]["race"]["default"] is True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import optuna
 from fastapi.testclient import TestClient
+from optuna.trial import TrialState
 
 from sweep.config import Settings
 from tests.conftest import issue_token
@@ -27,7 +29,7 @@ def test_extend_runs_a_completed_sweep_again_and_reevaluates_the_new_best(
     assert after["status"] == "completed"
     assert after["configurations_started"] == 6
     best = client.get("/v1/sweeps/grown/best").json()
-    assert best["evaluation"] == "done" and best["seeds"] == 3  # its search run + 2 seeds
+    assert best["evaluation"] == "done" and best["fresh_seeds"] == 2
     # a configuration re-evaluated before the extension is not trained again
     assert sum(after["evaluations"].values()) in (2, 4)
 
@@ -66,3 +68,27 @@ def test_the_extend_button_adds_budget_for_a_user_only(
         assert "extend by 1 to 10000 trials" in bad.text
         assert browser.post("/sweeps/buttoned/extend", data={"n_trials": "5"}).status_code == 403
     assert client.get("/v1/sweeps/buttoned").json()["n_trials"] == 7
+
+
+def test_after_an_extension_the_baseline_runs_on_every_seed_the_leaders_run(
+    client: TestClient, settings: Settings
+) -> None:
+    fields = {"reevaluate_top": 2, "reevaluate_seeds": 2, "race": True, "race_seeds": 3}
+    create(client, "paired", n_trials=1, task_options={"noise": 0.01}, **fields)
+    run_worker(settings)  # trial 0 on fresh seeds 1 and 2, alone in its race
+    client.post("/v1/sweeps/paired/extend", json={"n_trials": 1})
+    run_worker(settings)  # trial 1 on seeds 2 and 3 (past its own search seed), then raced
+
+    study = optuna.load_study(study_name="paired.eval", storage=settings.database_url)
+    seeds: dict[str, set[int]] = {}
+    for t in study.get_trials(states=[TrialState.COMPLETE]):
+        kind = t.user_attrs["kind"]
+        seeds.setdefault(kind, set()).add(t.user_attrs["seed"])
+        if kind == "reevaluation":
+            seeds.setdefault(str(t.user_attrs["trial_number"]), set()).add(t.user_attrs["seed"])
+    assert min(seeds["0"]) == 1 and min(seeds["1"]) == 2
+    assert all(2 <= len(seeds[n]) <= 3 for n in "01")  # never past race_seeds
+    assert seeds["baseline"] == seeds["reevaluation"]  # paired with every configuration
+    best = client.get("/v1/sweeps/paired/best").json()
+    assert best["evaluation"] == "done" and best["baseline_p_value"] is not None
+    assert best["baseline"]["fresh_seeds"] >= best["fresh_seeds"] >= 2

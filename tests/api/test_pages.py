@@ -156,13 +156,16 @@ def test_pages_show_the_numbers_the_json_routes_give(
     overview = browser.get("/").text
     done = sweep["trials"].get("COMPLETE", 0) + sweep["trials"].get("PRUNED", 0)
     assert f"{done} / 3" in overview
-    assert f"{top[0]['mean']:.4f}" in overview
+    assert f"{top[0]['fresh_mean']:.4f}" in overview
     assert 'class="status completed"' in overview
 
     page = browser.get("/sweeps/shown").text
     for configuration in top:
-        assert f"{configuration['mean']:.4f}" in page
-        assert f"<td>{configuration['seeds']}</td>" in page
+        if configuration["fresh_std"] is not None:
+            fresh = f"{configuration['fresh_mean']:.4f} ± {configuration['fresh_std']:.4f}"
+            assert fresh in page
+        assert f"<td>{configuration['value']:.4f}</td>" in page  # the selection run, apart
+        assert f"<td>{configuration['fresh_seeds']}</td>" in page
     assert 'src="/v1/sweeps/shown/chart.png"' in page
     assert "priority 4, no cap on running trials" in page
     assert browser.get("/v1/sweeps/shown/chart.png").headers["content-type"] == "image/png"

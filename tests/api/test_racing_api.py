@@ -16,17 +16,18 @@ from tests.helpers import create, run_worker
 def test_a_race_adds_seeds_drops_losers_and_stops_when_decided_or_spent(
     client: TestClient, settings: Settings
 ) -> None:
-    create(
-        client,
-        "race",
-        n_trials=6,
-        seed=3,
-        reevaluate_top=3,
-        reevaluate_seeds=2,
-        race=True,
-        race_seeds=5,
-        task_options={"noise": 0.01},  # the leaders overlap on 2 seeds
-    )
+    body = {
+        "name": "race",
+        "task": "synthetic",
+        "epochs": 4,
+        "n_trials": 6,
+        "seed": 3,
+        "reevaluate_top": 3,
+        "reevaluate_seeds": 2,
+        "race_seeds": 5,
+        "task_options": {"noise": 0.01},  # the leaders overlap on 2 seeds
+    }
+    assert client.post("/v1/sweeps", json=body).status_code == 201  # racing: the default
     run_worker(settings)
     sweep = client.get("/v1/sweeps/race").json()
     assert sweep["status"] == "completed" and sweep["race"] and sweep["race_seeds"] == 5
@@ -65,7 +66,7 @@ def test_a_race_adds_seeds_drops_losers_and_stops_when_decided_or_spent(
 
 
 def test_without_race_the_fixed_reevaluation_stays(client: TestClient, settings: Settings) -> None:
-    create(client, "fixed", n_trials=4, reevaluate_top=2, reevaluate_seeds=2)
+    create(client, "fixed", n_trials=4, reevaluate_top=2, reevaluate_seeds=2, race=False)
     run_worker(settings)
     sweep = client.get("/v1/sweeps/fixed").json()
     assert sweep["race"] is False and sweep["race_seeds"] == 10

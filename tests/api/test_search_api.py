@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sweep.config import Settings
 from sweep.worker.loop import Worker
 
-SYNTHETIC = {"task": "synthetic", "epochs": 10}
+SYNTHETIC = {"task": "synthetic", "epochs": 10, "race": False}
 GRID = {"dropout": {"choices": [0.2, 0.3, 0.4]}, "weight_decay": {"choices": [1e-4, 1e-3]}}
 
 

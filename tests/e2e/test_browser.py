@@ -64,6 +64,7 @@ def test_sign_in_watch_progress_and_pause_in_chromium(  # type: ignore[no-untype
         "epochs": 8,
         "n_trials": 40,
         "baseline": False,
+        "race": False,
     }
     assert api.post("/v1/sweeps", json=body).status_code == 201, procs.log("api")
     base = str(api.base_url).rstrip("/")

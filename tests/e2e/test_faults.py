@@ -26,7 +26,7 @@ CLAIM_LINE = re.compile(r"claim sweep=(\S+) trial=(\d+)")
 
 def create_sweep(url: str, name: str, **fields: object) -> None:
     # no baseline or re-evaluation unless a test asks: they would only lengthen these tests
-    evaluation = {"baseline": False, "reevaluate_top": 0}
+    evaluation = {"baseline": False, "reevaluate_top": 0, "race": False}
     spec = sweeps.SweepSpec.model_validate(
         {"name": name, "task": "synthetic", **evaluation, **fields}
     )

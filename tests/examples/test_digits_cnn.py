@@ -60,6 +60,7 @@ def test_the_example_cnn_is_listed_and_swept_end_to_end_by_a_worker(
         "task": digits_cnn,
         "n_trials": 3,
         "epochs": 3,
+        "race": False,
         "task_options": {"train_size": 200, "lr": 0.003},
         "space": {
             "dropout_1": {"low": 0.0, "high": 0.5},

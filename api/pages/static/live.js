@@ -46,9 +46,11 @@ function showTop(rows) {
   if (!body) return;
   body.replaceChildren(...rows.map((c) => {
     const tr = document.createElement("tr");
-    const std = c.std === null ? "" : " ± " + c.std.toFixed(4);
-    for (const text of [c.number, num(c.params.dropout), num(c.params.weight_decay),
-      c.mean.toFixed(4) + std, c.seeds, c.seed_values.map((v) => v.toFixed(4)).join(", ")]) {
+    const fresh = c.fresh_mean === null ? "—"
+      : c.fresh_mean.toFixed(4) + (c.fresh_std === null ? "" : " ± " + c.fresh_std.toFixed(4));
+    const ci = c.ci95 === null ? "—" : "[" + c.ci95.map((v) => v.toFixed(4)).join(", ") + "]";
+    for (const text of [c.number, num(c.params.dropout), num(c.params.weight_decay), c.value.toFixed(4),
+      fresh, c.fresh_seeds, ci, Object.values(c.fresh_values).map((v) => v.toFixed(4)).join(", ")]) {
       const td = document.createElement("td");
       td.textContent = String(text);
       tr.append(td);
