@@ -17,6 +17,7 @@ from api.bodylimit import BodyLimit
 from api.capacity import RequestSlots
 from api.errors import install_error_handlers
 from api.pages import routes as pages
+from api.pages.dashboard import mount_dashboard
 from api.pages.sessions import session_key
 from api.ratelimit import RequestLimiter
 from api.routes import health, metrics, sweeps, tasks, tokens, trials
@@ -124,5 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(metrics.router)
     app.include_router(tokens.router)
     app.include_router(pages.router)
+    mount_dashboard(app)  # before /static: the dashboard's page asks for /static/bundle.js
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     return app

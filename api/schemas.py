@@ -93,6 +93,9 @@ class SweepOut(BaseModel):
     created_by: int | None = Field(description="id of the API token that created the sweep")
     configurations_started: int = Field(description="configurations tried so far (the budget)")
     trials: dict[str, int] = Field(description="number of trials per Optuna state")
+    copied_trials: int = Field(
+        0, description="finished trials copied from warm_start_from, outside the budget"
+    )
     evaluations: dict[str, int] = Field(
         description="evaluation trials (baseline, re-evaluations, test) per Optuna state"
     )
@@ -132,6 +135,7 @@ class SweepOut(BaseModel):
             created_by=s.created_by,
             configurations_started=progress.configurations,
             trials=progress.counts,
+            copied_trials=progress.copied,
             evaluations=progress.evaluations,
             created_at=s.created_at,
             started_at=s.started_at,
@@ -158,6 +162,12 @@ class TrialOut(BaseModel):
     error: str | None
     reused_from: int | None = Field(
         description="the trial with the same params whose result this one repeats, untrained"
+    )
+    enqueued: bool = Field(False, description="a configuration queued by a user to try next")
+    copied_from: dict[str, Any] | None = Field(
+        None,
+        description="the sweep and trial number this trial was copied from (a warm start); "
+        "outside this sweep's budget and ranking",
     )
     started_at: datetime | None
     finished_at: datetime | None
@@ -354,6 +364,19 @@ class TrialDetail(TrialOut):
 def _finite(values: list[float]) -> list[float | None]:
     # JSON has no NaN: a diverged epoch is null.
     return [v if v == v and abs(v) != float("inf") else None for v in values]
+
+
+class TrialEnqueue(BaseModel):
+    """Body of POST /v1/sweeps/{name}/trials: one value for every parameter of the space."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"params": {"dropout": 0.3, "weight_decay": 1e-4}}]},
+    )
+
+    params: dict[str, Any] = Field(
+        max_length=10, description="the configuration to try next, e.g. dropout and weight_decay"
+    )
 
 
 class TrialPage(BaseModel):

@@ -173,9 +173,22 @@ def test_an_unexpected_error_is_one_line_unless_debug(cli: Cli) -> None:
         ["best", "done", "-k", "many"],
         ["submit", "x", "--sampler-options", "[1]"],
         ["submit", "x", "--pruner-options", "{not json"],
+        ["enqueue", "done", "--param", "dropout"],  # no value
     ],
 )
 def test_usage_errors_exit_2(cli: Cli, args: list[str]) -> None:
     result = cli.run(*args)
     assert result.code == 2, (result.out, result.err)
     assert "Traceback" not in result.err and "Usage:" in result.err
+
+
+def test_enqueue_queues_a_configuration_and_submit_warm_starts(cli: Cli) -> None:
+    warm = cli.run("submit", "steer", *FAST, "--n-trials", "2", "--warm-start-from", "done")
+    assert warm.code == 0 and "started from 6 trials of done" in warm.out, warm
+    queued = cli.run("enqueue", "steer", "--param", "dropout=0.3", "--param", "weight_decay=1e-4")
+    assert queued.code == 0, queued.err
+    assert "queued trial 6 of steer: dropout=0.3, weight_decay=0.0001" in queued.out
+    line = cli.run("enqueue", "steer", "--param", "dropout=0.3").one_line_error()
+    assert "422" in line and "params.weight_decay" in line
+    shown = json.loads(cli.run("show", "steer", "--json").out)
+    assert shown["configurations_started"] == 1 and shown["copied_trials"] == 6

@@ -26,8 +26,9 @@ from api.routes import sweeps as sweep_routes
 from api.routes import trials as trial_routes
 from api.routes.sweeps import SweepName
 from api.routes.trials import TrialState
-from sweep.definition.status import TRANSITIONS
+from sweep.definition.status import TRANSITIONS, UNFINISHED_STATUSES
 from sweep.errors import (
+    InvalidSweep,
     InvalidTransition,
     NoResultYet,
     NotAuthenticated,
@@ -35,6 +36,7 @@ from sweep.errors import (
     NotFound,
 )
 from sweep.service import sweeps
+from sweep.service.enqueue import enqueue_configuration
 from sweep.service.tokens import ROLE_RANK, TokenInfo, authenticate, check_role
 from sweep.store.engine import transaction
 
@@ -97,6 +99,18 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 FormDep = Annotated[dict[str, str], Depends(_form)]
+
+
+def _form_params(form: dict[str, str]) -> dict[str, object]:
+    """The ``param.<name>`` fields of the enqueue form, as numbers where they are numbers."""
+    params: dict[str, object] = {}
+    for key, value in form.items():
+        if key.startswith("param."):
+            try:
+                params[key.removeprefix("param.")] = float(value)
+            except ValueError:
+                params[key.removeprefix("param.")] = value  # named in the 422's message
+    return params
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -173,6 +187,8 @@ def sweep_page(
     actions = [a for a, (sources, _) in TRANSITIONS.items() if sweep.status in sources]
     if sweep.status in EXTENDABLE:
         actions.append("extend")
+    if sweep.status in UNFINISHED_STATUSES:
+        actions.append("enqueue")
     return _render(
         request,
         "sweep.html",
@@ -193,7 +209,8 @@ def sweep_page(
 def control(
     request: Request, name: SweepName, action: str, session: SessionDep, form: FormDep
 ) -> Response:
-    """Pause, resume, cancel or extend from the page: the user role and the form's CSRF token."""
+    """Pause, resume, cancel, extend or enqueue from the page: the user role and the form's
+    CSRF token."""
     viewer = _viewer(request)
     if viewer is None:
         raise NotAuthenticated("sign in at /login with an API token")
@@ -210,10 +227,14 @@ def control(
             settings = request.app.state.settings
             factory = request.app.state.session_factory
             sweeps.extend_sweep(settings, factory, session, name, int(count))
+        elif action == "enqueue":
+            settings = request.app.state.settings
+            factory = request.app.state.session_factory
+            enqueue_configuration(settings, factory, name, _form_params(form))
         elif action in TRANSITIONS:
             sweeps.control_sweep(session, name, action)
         else:
-            return Response(f"no action {action!r}: pause, resume, cancel or extend", 404)
-    except InvalidTransition as exc:
+            return Response(f"no action {action!r}: pause, resume, cancel, extend or enqueue", 404)
+    except (InvalidTransition, InvalidSweep) as exc:
         return RedirectResponse(f"{target}?notice={quote(exc.message)}", status_code=303)
     return RedirectResponse(target, status_code=303)

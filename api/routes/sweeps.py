@@ -65,13 +65,16 @@ CREATED_LINKS = {
 def create_sweep(
     body: SweepCreate,
     session: SessionDep,
+    conn: ConnectionDep,
     storage: StorageDep,
     caller: Annotated[TokenInfo, Depends(authorize)],
 ) -> SweepOut:
-    """Queue a new sweep; workers start on it at once."""
+    """Queue a new sweep; workers start on it at once. With ``warm_start_from``, its study
+    starts with the finished trials of that sweep (404 if there is none, 422 if its task,
+    space or epochs differ), outside the new budget."""
     created_by = None if caller is AUTH_OFF else caller.id
     sweep = sweeps.create_sweep(session, storage, body, created_by=created_by)
-    return SweepOut.from_progress(sweeps.SweepProgress(sweep, {}, 0))
+    return SweepOut.from_progress(sweeps.sweep_progress(conn, sweep))
 
 
 @router.get("", response_model=SweepPage)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
-from api.deps import ConnectionDep, SessionDep, authorize
+from api.deps import ConnectionDep, SessionDep, SettingsDep, authorize
 from api.params import StoredInt
 from api.routes.sweeps import ERRORS, SweepName
-from api.schemas import TrialDetail, TrialOut, TrialPage
+from api.schemas import ErrorOut, TrialDetail, TrialEnqueue, TrialOut, TrialPage
 from sweep.service import sweeps
+from sweep.service.enqueue import enqueue_configuration
 from sweep.store import results
+from sweep.store.engine import transaction
 
 router = APIRouter(
     prefix="/v1/sweeps/{name}/trials", tags=["trials"], dependencies=[Depends(authorize)]
@@ -51,3 +53,20 @@ def get_trial(
     """One trial with its per-epoch train loss, validation loss and accuracy."""
     sweep = sweeps.get_sweep(session, name)
     return TrialDetail.from_result(results.trial_result(conn, sweep, number))
+
+
+@router.post(
+    "", status_code=201, response_model=TrialOut, responses={**ERRORS, 422: {"model": ErrorOut}}
+)
+def enqueue(
+    name: SweepName, body: TrialEnqueue, request: Request, settings: SettingsDep
+) -> TrialOut:
+    """Queue a configuration to try next (Optuna's ``enqueue_trial``): one value per parameter
+    of the space, within its range. It takes one configuration of the budget (409 when the
+    budget is spent or the sweep finished; extend it first)."""
+    factory = request.app.state.session_factory
+    number = enqueue_configuration(settings, factory, name, body.params)
+    # A transaction of its own, begun after the trial was added, so it sees it.
+    with transaction(factory) as session:
+        sweep = sweeps.get_sweep(session, name)
+        return TrialOut.from_result(results.trial_result(session.connection(), sweep, number))

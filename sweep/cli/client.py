@@ -1,4 +1,5 @@
-"""Commands that talk to the API over HTTP: submit, ls, show, best, plot, importance, watch."""
+"""Commands that talk to the API over HTTP: submit, enqueue, ls, show, best, plot, importance,
+watch."""
 
 from __future__ import annotations
 
@@ -134,6 +135,10 @@ def submit(
     max_concurrent: Annotated[
         int | None, typer.Option(help="most trials running at once [default: no cap]")
     ] = None,
+    warm_start_from: Annotated[
+        str | None,
+        typer.Option(help="start from this sweep's finished trials (same task, space, epochs)"),
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -153,6 +158,7 @@ def submit(
         "pruner_options": pruner_options,
         "priority": priority,
         "max_concurrent": max_concurrent,
+        "warm_start_from": warm_start_from,
     }
     body.update(
         name=name,
@@ -168,6 +174,37 @@ def submit(
         console.print_json(data=created)
         return
     console.print(f"queued sweep [bold]{created['name']}[/bold]: {created['n_trials']} trials")
+    if created.get("copied_trials"):
+        console.print(f"started from {created['copied_trials']} trials of {warm_start_from}")
+
+
+def _param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give NAME=NUMBER, e.g. dropout=0.3") from None
+
+
+@app.command()
+def enqueue(
+    name: str,
+    param: Annotated[
+        list[str], typer.Option(help="NAME=VALUE, once per parameter, e.g. dropout=0.3")
+    ],
+    api_url: ApiOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a configuration for the sweep to try next; it takes one trial of the budget."""
+    params = dict(_param(p) for p in param)
+    trial = Api(api_url).request("POST", f"/v1/sweeps/{name}/trials", json={"params": params})
+    if as_json:
+        console.print_json(data=trial)
+        return
+    shown = ", ".join(f"{k}={v:g}" for k, v in trial["params"].items())
+    console.print(f"queued trial {trial['number']} of [bold]{name}[/bold]: {shown}")
 
 
 @app.command("ls")

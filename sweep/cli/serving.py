@@ -156,7 +156,8 @@ def dashboard(
 
     The dashboard has no authentication, and anyone who reaches it can rename or
     delete studies. Keep it on 127.0.0.1 (the default) and reach it through an SSH
-    tunnel, or put an authenticating proxy in front of it.
+    tunnel. To share it, open /dashboard/ on `sweep api` instead: the same dashboard
+    behind the API's sign-in and roles.
     """
     from sqlalchemy.exc import OperationalError
 
@@ -225,7 +226,8 @@ def up(
         name = _queue_default_sweep(client, n_trials, epochs)
         watch_sweep(client, name)
         console.print(
-            f"\nAPI serving at http://127.0.0.1:{port} (docs: /docs). "
+            f"\nAPI serving at http://127.0.0.1:{port} "
+            "(docs: /docs, Optuna dashboard: /dashboard/). "
             f"Try: sweep best {name} -k 5   |   sweep plot {name} -o chart.png   |   "
             "Ctrl-C to stop."
         )

@@ -119,6 +119,14 @@ class SweepSpec(BaseModel):
         strict=True,
         description="most trials of this sweep running at once; null: no cap",
     )
+    warm_start_from: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description=(
+            "a sweep with the same task, space and epochs whose finished trials are copied "
+            "in first, so the sampler and pruner start informed; outside this budget"
+        ),
+    )
 
     @field_validator("name")
     @classmethod

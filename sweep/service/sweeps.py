@@ -16,6 +16,7 @@ from sweep.definition.spec import SweepScheduling, SweepSpec
 from sweep.definition.status import TRANSITIONS, UNFINISHED_STATUSES, SweepStatus
 from sweep.errors import AlreadyExists, InvalidSweep, InvalidTransition, NotFound
 from sweep.scheduler.evaluation import create_evaluation_study, reopen_evaluation
+from sweep.service.warm_start import copy_finished_trials, warm_start_source
 from sweep.store import queries
 from sweep.store.optuna_storage import create_study
 from sweep.store.sweep_rows import add_budget, set_status
@@ -30,6 +31,7 @@ class SweepProgress:
     counts: dict[str, int]
     configurations: int
     evaluations: dict[str, int] = field(default_factory=dict)
+    copied: int = 0  # trials copied from the sweep it started from
 
 
 def create_sweep(
@@ -42,6 +44,7 @@ def create_sweep(
     """
     if session.scalar(select(Sweep.id).where(Sweep.name == spec.name)) is not None:
         raise AlreadyExists(f"a sweep named {spec.name!r} already exists; pick another name")
+    source = warm_start_source(session, spec)
     sweep = Sweep(
         name=spec.name,
         description=spec.description,
@@ -78,6 +81,8 @@ def create_sweep(
         created.append(sweep.name)
         create_evaluation_study(storage, sweep)
         created.append(evaluation_study_name(sweep.name))
+        if source is not None:
+            copy_finished_trials(storage, source.name, sweep.name)
     except optuna.exceptions.DuplicatedStudyError:
         raise AlreadyExists(
             f"an Optuna study named {spec.name!r} already exists in this database"
@@ -169,6 +174,7 @@ def sweep_progress(conn: Connection, sweep: Sweep) -> SweepProgress:
         queries.state_counts(conn, study),
         queries.configurations_started(conn, study),
         queries.state_counts(conn, evaluation) if evaluation is not None else {},
+        queries.copied_trials(conn, study),
     )
 
 

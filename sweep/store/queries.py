@@ -19,6 +19,7 @@ from sqlalchemy import (
     and_,
     case,
     column,
+    exists,
     func,
     or_,
     select,
@@ -68,6 +69,18 @@ _value_type = _values.c.value_type
 
 RETRY_MARK = "failed_trial"  # the system attribute Optuna's retry callback puts on a retry
 REUSED_MARK = "reused_from"  # the user attribute of a trial that took a twin's result
+COPIED_MARK = "copied_from"  # the attribute of a trial copied from another sweep
+ENQUEUED_MARK = "enqueued"  # the user attribute of a configuration a user queued: its params
+# Trials that spent no configuration of the budget: retries, and trials copied from another
+# sweep (a warm start). Both are marked with a system attribute (a copy also with a user
+# attribute, to be seen), so counting the budget stays one pass over that small table.
+NOT_STARTED_MARKS = (RETRY_MARK, COPIED_MARK)
+_not_started = select(_system_attrs.c.trial_id).where(_system_attrs.c.key.in_(NOT_STARTED_MARKS))
+# Copied trials inform the sampler but are no run of this sweep: they are left out of its
+# counts and ranking too. A probe of Optuna's (trial_id, key) index per trial.
+_own = ~exists().where(
+    _system_attrs.c.trial_id == _trials.c.trial_id, _system_attrs.c.key == COPIED_MARK
+)
 
 
 _study_ids: dict[tuple[str, str], int] = {}
@@ -105,10 +118,23 @@ def study_id(conn: Connection, name: str) -> int | None:
     return _study_ids[key]
 
 
+def study_name(conn: Connection, study: int) -> str | None:
+    """The name of the Optuna study ``study``, or None if there is none."""
+    found = conn.execute(select(_studies.c.study_name).where(_studies.c.study_id == study))
+    name = found.scalar()
+    return None if name is None else str(name)
+
+
 def state_counts(conn: Connection, study: int) -> dict[str, int]:
-    """Number of trials per Optuna state (RUNNING, COMPLETE, …)."""
-    query = select(_state, func.count()).where(_trials.c.study_id == study).group_by(_state)
+    """Number of the study's own trials (not copied ones) per Optuna state (RUNNING, …)."""
+    query = select(_state, func.count()).where(_trials.c.study_id == study, _own).group_by(_state)
     return {str(state): int(n) for state, n in conn.execute(query)}
+
+
+def copied_trials(conn: Connection, study: int) -> int:
+    """Trials copied into the study from another sweep (a warm start)."""
+    query = select(func.count()).select_from(_trials).where(_trials.c.study_id == study, ~_own)
+    return int(conn.execute(query).scalar_one())
 
 
 def running_trials(conn: Connection, sweep_name: str) -> int:
@@ -124,22 +150,26 @@ def running_trials(conn: Connection, sweep_name: str) -> int:
 
 
 def configurations_started(conn: Connection, study: int) -> int:
-    """Configurations the sweep has spent its budget on: every trial that is not a retry."""
-    retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
+    """Configurations the sweep has spent its budget on: every trial that is not a retry
+    (nor copied from another sweep)."""
     query = (
         select(func.count())
         .select_from(_trials)
-        .where(_trials.c.study_id == study, _trials.c.trial_id.not_in(retries))
+        .where(_trials.c.study_id == study, _trials.c.trial_id.not_in(_not_started))
     )
     return int(conn.execute(query).scalar_one())
 
 
 def budget_counts(conn: Connection, study: int) -> tuple[int, int, int]:
-    """(WAITING trials, configurations started, all trials) of the study, in one query."""
-    retries = select(_system_attrs.c.trial_id).where(_system_attrs.c.key == RETRY_MARK)
+    """(WAITING trials, configurations started, all trials) of the study, in one query.
+
+    An enqueued configuration is WAITING and started at once: it counts once, when queued.
+    Copied trials are in the total only.
+    """
+    started = _trials.c.trial_id.not_in(_not_started)
     query = select(
         func.coalesce(func.sum(case((_state == "WAITING", 1), else_=0)), 0),
-        func.coalesce(func.sum(case((_trials.c.trial_id.not_in(retries), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((started, 1), else_=0)), 0),
         func.count(),
     ).where(_trials.c.study_id == study)
     waiting, started, total = conn.execute(query).one()
@@ -178,7 +208,8 @@ def best_trial_ids(conn: Connection, study: int, k: int) -> list[int]:
     """Ids of the ``k`` complete trials with the lowest finite objective, best first.
 
     Trials that reused a twin's result (``reused_from``) are left out: they repeat
-    a configuration that is already ranked by its own run.
+    a configuration that is already ranked by its own run. So are trials copied from
+    another sweep: they are that sweep's results.
     """
     reused = select(_user_attrs.c.trial_id).where(_user_attrs.c.key == REUSED_MARK)
     query = (
@@ -190,6 +221,7 @@ def best_trial_ids(conn: Connection, study: int, k: int) -> list[int]:
             _values.c.objective == 0,
             _value_type == "FINITE",
             _trials.c.trial_id.not_in(reused),
+            _own,
         )
         .order_by(_values.c.value.asc(), _trials.c.number.asc())
         .limit(k)

@@ -41,6 +41,8 @@ class TrialResult:
     finished_at: datetime | None
     curves: dict[str, list[float]]
     seed: int | None = None
+    enqueued: bool = False  # a configuration a user queued to try next
+    copied_from: dict[str, Any] | None = None  # the sweep and trial a warm start copied
 
     @classmethod
     def from_row(cls, row: queries.TrialRow) -> TrialResult:
@@ -49,7 +51,8 @@ class TrialResult:
         return cls(
             number=row.number,
             state=row.state,
-            params=row.params,
+            # A queued configuration's params are set on the trial when a worker takes it.
+            params=row.params or dict(attrs.get(queries.ENQUEUED_MARK) or {}),
             value=row.value if row.state == "COMPLETE" else None,
             epoch=metrics.get("epoch"),
             metrics=metrics,
@@ -57,6 +60,8 @@ class TrialResult:
             worker=attrs.get("worker"),
             error=attrs.get("error"),
             reused_from=attrs.get("reused_from"),
+            enqueued=queries.ENQUEUED_MARK in attrs,
+            copied_from=attrs.get(queries.COPIED_MARK),
             started_at=row.started_at,
             finished_at=row.finished_at,
             curves=dict(attrs.get("curves", {})),
@@ -64,7 +69,16 @@ class TrialResult:
         )
 
 
-SUMMARY_ATTRS = ("metrics", "attempt", "worker", "error", "reused_from", "seed")
+SUMMARY_ATTRS = (
+    "metrics",
+    "attempt",
+    "worker",
+    "error",
+    "reused_from",
+    "seed",
+    queries.ENQUEUED_MARK,
+    queries.COPIED_MARK,
+)
 DETAIL_ATTRS = (*SUMMARY_ATTRS, "curves")
 
 

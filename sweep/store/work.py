@@ -35,7 +35,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from sweep.definition.evaluation import EVALUATION_SUFFIX, STAGE_KEY, Stage
 from sweep.definition.status import ACTIVE_STATUSES
 from sweep.store.queries import (
-    RETRY_MARK,
+    NOT_STARTED_MARKS,
     _heartbeats,
     _state,
     _studies,
@@ -103,7 +103,7 @@ def sweeps_by_share(factory: sessionmaker[Session]) -> list[SweepWork]:
         .outerjoin(_trials, _trials.c.study_id == studies.c.study_id)
         .outerjoin(
             retries,
-            and_(retries.c.trial_id == _trials.c.trial_id, retries.c.key == RETRY_MARK),
+            and_(retries.c.trial_id == _trials.c.trial_id, retries.c.key.in_(NOT_STARTED_MARKS)),
         )
         .outerjoin(
             stage,

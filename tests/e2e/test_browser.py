@@ -108,5 +108,44 @@ def test_sign_in_watch_progress_and_pause_in_chromium(  # type: ignore[no-untype
         page.goto(f"{base}/")
         expect(page.locator("tr[data-sweep='in-browser'] [data-status]")).to_have_text("paused")
         page.screenshot(path=str(shots / "overview.png"))
+
+        study_id = {s["study_name"]: s["study_id"] for s in api.get("/api/studies").json()[
+            "study_summaries"]}["in-browser"]  # fmt: skip
+        for role in ("reader", "admin"):
+            signed_in = browser.new_page(viewport={"width": 1280, "height": 800})
+            check_the_dashboard(signed_in, expect, base, procs.token(role), study_id, role)
+            signed_in.close()
         browser.close()
     assert api.get("/v1/sweeps/in-browser").json()["status"] == "paused"
+    names = [s["study_name"] for s in api.get("/api/studies").json()["study_summaries"]]
+    assert sorted(names) == ["in-browser", "in-browser.eval"]
+
+
+def check_the_dashboard(page, expect, base: str, token: str, study_id: int, role: str) -> None:  # type: ignore[no-untyped-def]
+    """optuna-dashboard at /dashboard/ behind the sign-in: the study and its intermediate
+    values are shown, and deleting the study backing the sweep is refused, for any role."""
+    page.goto(f"{base}/dashboard/")
+    assert "/login?next=" in page.url  # a new browser is signed out
+    page.fill("#token", token)
+    page.click("form[action='/login'] button")
+    page.wait_for_url(f"{base}/dashboard/**")
+    card = page.locator(".MuiCard-root", has_text="in-browser").filter(has_not_text=".eval")
+    expect(card).to_be_visible()
+
+    if role == "reader":  # the study's page, reached inside the dashboard's own page
+        card.get_by_text("in-browser").click()
+        page.wait_for_url(f"{base}/dashboard/studies/{study_id}**")
+        expect(page.get_by_text("Intermediate values")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("trial #0", exact=True).first).to_be_visible()
+        if SHOTS:
+            page.screenshot(path=str(SHOTS / "dashboard.png"))
+        page.go_back()
+
+    card.get_by_role("button", name="delete study").click()
+    with page.expect_response(f"{base}/api/studies/{study_id}") as deleted:
+        page.get_by_role("dialog").get_by_role("button", name="YES").click()
+    assert deleted.value.status == 403
+    reason = deleted.value.json()["detail"]
+    assert ("admin role" if role == "reader" else "backs sweep 'in-browser'") in reason
+    expect(page.get_by_text(f"Failed to delete study (id={study_id})")).to_be_visible()
+    expect(card).to_be_visible()  # still there
