@@ -22,7 +22,7 @@ from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.settling import reap_stale_trials
 from sweep.service import sweeps
 from sweep.store.engine import transaction
-from sweep.store.optuna_storage import load_study, storage_for
+from sweep.store.optuna_storage import storage_for
 from sweep.store.tables import Sweep, utcnow
 from sweep.training.tasks import EpochResult
 from sweep.worker.loop import Worker
@@ -81,7 +81,7 @@ def test_a_trial_whose_claim_was_cut_off_after_ask_is_handed_out_again(
         assert sweep is not None
     # What a claim leaves when the database restarts after ask() committed, before the
     # first heartbeat: a RUNNING trial that nobody trains and that can never go stale.
-    study = load_study(storage_for(settings), sweep, trials_so_far=0)
+    study = optuna.load_study(study_name="cut-claim", storage=storage_for(settings))
     cut = study.ask(Space.model_validate(sweep.space).distributions())
     assert claim_trial(settings, factory, sweep_id, "w") is None  # its budget looks spent
     reap_stale_trials(settings, factory, sweep)
