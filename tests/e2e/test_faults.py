@@ -42,8 +42,11 @@ def trials(url: str, name: str) -> list[FrozenTrial]:
 
 
 def running_with_epochs(url: str, name: str, epochs: int) -> FrozenTrial | None:
+    """A RUNNING trial whose claim has committed (its lease and attempt are written in the
+    claim's transaction, just after Optuna's ask) with ``epochs`` reported."""
     for t in trials(url, name):
-        if t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs:
+        claimed = "attempt" in t.user_attrs
+        if t.state == TrialState.RUNNING and claimed and len(t.intermediate_values) >= epochs:
             return t
     return None
 
@@ -135,6 +138,9 @@ def test_sigkill_mid_trial_retries_its_params_exactly_once(processes, db_url: st
 
 
 def test_kill_between_claim_and_first_heartbeat(processes, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    # Killed once its claim committed, before it reported or renewed anything: the lease the
+    # claim wrote goes stale. (Killed between Optuna's ask and that commit, the trial has no
+    # lease and goes back to waiting: test_lifecycle's cut-off claim test.)
     procs: Processes = processes(db_url)
     create_sweep(db_url, "early", n_trials=1, epochs=2, task_options={"epoch_seconds": 2})
     victim = procs.start("worker", "--device", "cpu", name="victim")
