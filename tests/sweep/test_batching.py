@@ -29,22 +29,14 @@ def trials(settings: Settings, name: str) -> list[optuna.trial.FrozenTrial]:
 def test_batched_trials_match_one_at_a_time(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    for name in ("stacked", "alone"):
-        make_sweep(
-            settings,
-            factory,
-            name,
-            **SMALL_DIGITS,
-            epochs=5,
-            n_trials=5,
-            sampler="random",
-            pruner="none",
-            space=NO_DROPOUT,
-        )
-    Worker(settings, device="cpu", exit_when_idle=True, batch=3).run()
-    stacked = trials(settings, "stacked")
-    Worker(settings, device="cpu", exit_when_idle=True, batch=1).run()
-    alone = trials(settings, "alone")
+    def swept(name: str, batch: int) -> list[optuna.trial.FrozenTrial]:
+        # each sweep queued just before its own worker, so only that worker trains it
+        options = {"epochs": 5, "n_trials": 5, "sampler": "random", "pruner": "none"}
+        make_sweep(settings, factory, name, **SMALL_DIGITS, **options, space=NO_DROPOUT)
+        Worker(settings, device="cpu", exit_when_idle=True, batch=batch).run()
+        return trials(settings, name)
+
+    stacked, alone = swept("stacked", batch=3), swept("alone", batch=1)
     assert [t.state for t in stacked] == [TrialState.COMPLETE] * 5
     for s, a in zip(stacked, alone, strict=True):
         assert s.params == a.params
