@@ -30,6 +30,7 @@ from torch import nn
 from torch.optim.adam import adam
 
 from sweep.training.data import Splits
+from sweep.training.members import Member, epoch_results
 from sweep.training.model import build_mlp
 from sweep.training.tasks import EpochResult, RunConfig
 
@@ -41,16 +42,8 @@ ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as train_epochs uses t
 ADAM_EPS = 1e-8
 
 
-@dataclass
-class _Member:
+class _Member(Member):
     """One trial's place in the stack: its config and how far it has come."""
-
-    config: RunConfig
-    masks: torch.Generator  # its dropout masks
-    shuffle: torch.Generator  # its minibatch order, as in train_epochs
-    epoch: int = 0
-    best_val_loss: float = math.inf
-    epochs_since_best: int = 0
 
     @property
     def drops(self) -> bool:
@@ -239,24 +232,7 @@ class StackedMLPRun:
         sums = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
         n_train, n_val = len(self._y_train), len(self._y_val)
 
-        results: list[EpochResult | None] = []
-        for slot, member in enumerate(members):
-            if member is None:
-                results.append(None)
-                continue
-            val_loss = sums[1][slot] / n_val
-            train_loss, accuracy = sums[0][slot] / n_train, sums[2][slot] / n_val
-            results.append(EpochResult(member.epoch, train_loss, val_loss, accuracy))
-            if val_loss < member.best_val_loss:
-                member.best_val_loss, member.epochs_since_best = val_loss, 0
-            else:
-                member.epochs_since_best += 1
-            member.epoch += 1
-            patience = member.config.patience
-            out_of_patience = patience is not None and member.epochs_since_best >= patience
-            if member.epoch >= member.config.epochs or out_of_patience:
-                self.remove(slot)
-        return results
+        return epoch_results(members, sums, n_train, n_val, self.remove)
 
     def _train_one_epoch(self, members: list[_Member | None]) -> torch.Tensor:
         """Train the active members one epoch; the summed training loss of every slot."""

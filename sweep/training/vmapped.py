@@ -22,9 +22,8 @@ batch by overwriting its row, and fused Adam takes one tensor per member.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -34,6 +33,7 @@ from torch.optim.adam import adam
 
 from sweep.training.data import Splits
 from sweep.training.dropout import DROPOUT_LAYERS, DropoutMasks, with_masked_dropout
+from sweep.training.members import Member, epoch_results
 from sweep.training.tasks import EpochResult, RunConfig
 from sweep.training.train import Loss, ModelFactory
 
@@ -45,16 +45,10 @@ ADAM_EPS = 1e-8
 
 
 @dataclass
-class _Member:
-    """One trial's place in the stack: its config and how far it has come."""
+class _Member(Member):
+    """One trial's place in the stack, with the p of each of its model's dropout layers."""
 
-    config: RunConfig
-    dropouts: list[float]  # p of each dropout layer, in model order
-    masks: torch.Generator  # its dropout masks
-    shuffle: torch.Generator  # its minibatch order, as in train_epochs
-    epoch: int = 0
-    best_val_loss: float = math.inf
-    epochs_since_best: int = 0
+    dropouts: list[float] = field(default_factory=list)  # in model order
 
 
 class VmappedRun:
@@ -210,7 +204,7 @@ class VmappedRun:
             self._l2[slot] = decay if coupled else 0.0
             # rounded once from float64, as torch's AdamW computes 1 - ηλ
             self._shrink[slot] = 1.0 if coupled else 1.0 - self._lr * decay
-        self._members[slot] = _Member(config, dropouts, masks, shuffle)
+        self._members[slot] = _Member(config, masks, shuffle, dropouts=dropouts)
         self._last_configs[slot] = config
         self._adam_rows = None
 
@@ -229,24 +223,7 @@ class VmappedRun:
         sums = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
         n_train, n_val = len(self._y_train), len(self._y_val)
 
-        results: list[EpochResult | None] = []
-        for slot, member in enumerate(members):
-            if member is None:
-                results.append(None)
-                continue
-            val_loss = sums[1][slot] / n_val
-            train_loss, accuracy = sums[0][slot] / n_train, sums[2][slot] / n_val
-            results.append(EpochResult(member.epoch, train_loss, val_loss, accuracy))
-            if val_loss < member.best_val_loss:
-                member.best_val_loss, member.epochs_since_best = val_loss, 0
-            else:
-                member.epochs_since_best += 1
-            member.epoch += 1
-            patience = member.config.patience
-            out_of_patience = patience is not None and member.epochs_since_best >= patience
-            if member.epoch >= member.config.epochs or out_of_patience:
-                self.remove(slot)
-        return results
+        return epoch_results(members, sums, n_train, n_val, self.remove)
 
     def _gradient_layouts(self) -> list[list[int]]:
         """For each parameter, its dimensions from outermost to innermost in the gradient
