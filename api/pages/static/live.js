@@ -3,7 +3,7 @@
 
 const POLL_MS = 2000;
 const ALLOWED = { pause: ["queued", "running"], resume: ["paused"], cancel: ["queued", "running", "paused"],
-  extend: ["queued", "running", "paused", "completed"] };
+  extend: ["queued", "running", "paused", "completed"], enqueue: ["queued", "running", "paused"] };
 
 function trialsDone(s) { return (s.trials.COMPLETE || 0) + (s.trials.PRUNED || 0); }
 function when(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : "—"; }
@@ -77,7 +77,8 @@ function pollSweep(name) {
       const counts = document.querySelector("[data-counts]");
       if (counts) counts.textContent = Object.keys(s.trials).sort().map((k) => k + " " + s.trials[k]).join(" · ");
       for (const form of document.querySelectorAll("form[data-action]")) {
-        form.hidden = !ALLOWED[form.dataset.action].includes(s.status);
+        const allowed = ALLOWED[form.dataset.action];
+        if (allowed) form.hidden = !allowed.includes(s.status);
       }
       const now = trialsDone(s) + "/" + s.status;
       if (seen !== null && now !== seen) {
