@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 
@@ -34,6 +35,30 @@ class Member:
         patience = self.config.patience
         out_of_patience = patience is not None and self.epochs_since_best >= patience
         return self.epoch >= self.config.epochs or out_of_patience
+
+
+M = TypeVar("M", bound=Member)
+
+
+class MemberSlots(Generic[M]):
+    """Slot bookkeeping of a stacked trainer: which slots train a member, which are free."""
+
+    _members: list[M | None]
+
+    @property
+    def active_slots(self) -> list[int]:
+        """Slots whose member is still training."""
+        return [k for k, m in enumerate(self._members) if m is not None]
+
+    @property
+    def free_slots(self) -> list[int]:
+        """Slots that can take a new trial with ``replace``."""
+        return [k for k, m in enumerate(self._members) if m is None]
+
+    def config(self, slot: int) -> RunConfig | None:
+        """The config of the member training in ``slot``, or None if the slot is free."""
+        member = self._members[slot]
+        return member.config if member is not None else None
 
 
 def epoch_results(

@@ -30,7 +30,7 @@ from torch import nn
 from torch.optim.adam import adam
 
 from sweep.training.data import Splits
-from sweep.training.members import Member, epoch_results
+from sweep.training.members import Member, MemberSlots, epoch_results
 from sweep.training.model import build_mlp
 from sweep.training.tasks import EpochResult, RunConfig
 
@@ -61,7 +61,7 @@ class _AdamViews:
     steps: list[torch.Tensor]
 
 
-class StackedMLPRun:
+class StackedMLPRun(MemberSlots["_Member"]):
     """Up to ``capacity`` trials trained together; ``step_epoch`` trains each active one an epoch.
 
     A slot holds a member until the member has trained its epochs, run out of
@@ -125,21 +125,6 @@ class StackedMLPRun:
         self._last_configs: list[RunConfig | None] = [None] * K
         for slot, config in enumerate(configs):
             self.replace(slot, config)
-
-    @property
-    def active_slots(self) -> list[int]:
-        """Slots whose member is still training."""
-        return [k for k, m in enumerate(self._members) if m is not None]
-
-    @property
-    def free_slots(self) -> list[int]:
-        """Slots that can take a new trial with ``replace``."""
-        return [k for k, m in enumerate(self._members) if m is None]
-
-    def config(self, slot: int) -> RunConfig | None:
-        """The config of the member training in ``slot``, or None if the slot is free."""
-        member = self._members[slot]
-        return member.config if member is not None else None
 
     def model(self, slot: int) -> nn.Sequential:
         """A copy of the slot's current (or last) member as the ``build_mlp`` model it trains.

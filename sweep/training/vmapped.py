@@ -33,7 +33,7 @@ from torch.optim.adam import adam
 
 from sweep.training.data import Splits
 from sweep.training.dropout import DROPOUT_LAYERS, DropoutMasks, with_masked_dropout
-from sweep.training.members import Member, epoch_results
+from sweep.training.members import Member, MemberSlots, epoch_results
 from sweep.training.tasks import EpochResult, RunConfig
 from sweep.training.train import Loss, ModelFactory
 
@@ -51,7 +51,7 @@ class _Member(Member):
     dropouts: list[float] = field(default_factory=list)  # in model order
 
 
-class VmappedRun:
+class VmappedRun(MemberSlots["_Member"]):
     """Up to ``capacity`` trials of one model trained together; ``step_epoch`` trains each
     active one an epoch.
 
@@ -125,21 +125,6 @@ class VmappedRun:
         self._adam_rows: list[list[torch.Tensor]] | None = None  # of the active members
         for slot, config in enumerate(configs):
             self.replace(slot, config)
-
-    @property
-    def active_slots(self) -> list[int]:
-        """Slots whose member is still training."""
-        return [k for k, m in enumerate(self._members) if m is not None]
-
-    @property
-    def free_slots(self) -> list[int]:
-        """Slots that can take a new trial with ``replace``."""
-        return [k for k, m in enumerate(self._members) if m is None]
-
-    def config(self, slot: int) -> RunConfig | None:
-        """The config of the member training in ``slot``, or None if the slot is free."""
-        member = self._members[slot]
-        return member.config if member is not None else None
 
     def model(self, slot: int) -> nn.Module:
         """A copy of the slot's current (or last) member as the model ``build`` gives.
