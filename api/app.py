@@ -47,15 +47,16 @@ class Reaper:
         while not self._stop.wait(self._settings.reap_interval):
             try:
                 sweeps_now = active_sweeps(factory)
-            except Exception:  # an outage must not end the timer
-                background_error(log, "reaper", "listing active sweeps")
+            except Exception as exc:  # an outage must not end the timer
+                background_error(log, "reaper", "listing active sweeps", outage=is_outage(exc))
                 continue
             for sweep_row in sweeps_now:
                 try:
                     reap_stale_trials(self._settings, factory, sweep_row)
                     settle_sweep(self._settings, factory, sweep_row.id)
-                except Exception:  # nor one sweep's trouble stop the others being reaped
-                    background_error(log, "reaper", f"reaping sweep {sweep_row.name!r}")
+                except Exception as exc:  # nor one sweep's trouble stop the others being reaped
+                    what = f"reaping sweep {sweep_row.name!r}"
+                    background_error(log, "reaper", what, outage=is_outage(exc))
 
     def start(self) -> None:
         self._thread.start()

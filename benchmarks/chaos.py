@@ -68,7 +68,7 @@ class ChaosReport:
     status: str = ""
     api_codes: Counter[int] = field(default_factory=Counter)
     api_unreachable: int = 0
-    worker_crashes: int = 0  # workers that exited without being killed
+    worker_crashes: list[str] = field(default_factory=list)  # exited unasked: code, log tail
     elapsed_s: float = 0.0
 
     @property
@@ -86,9 +86,8 @@ class ChaosReport:
             "" if self.budget_exact else f"budget not exact (sweep {self.status})",
             f"API 5xx other than 503: {dict(self.api_codes)}" if self.api_5xx else "",
             f"{self.api_unreachable} API requests unanswered" if self.api_unreachable else "",
-            f"{self.worker_crashes} workers exited unasked" if self.worker_crashes else "",
         ]
-        return [p for p in found if p]
+        return [p for p in found if p] + [f"exited unasked: {c}" for c in self.worker_crashes]
 
     def lines(self) -> list[str]:
         """The report, one figure a line."""
@@ -102,7 +101,8 @@ class ChaosReport:
             f"API 5xx (not 503):  {self.api_5xx}  (answers: {dict(sorted(self.api_codes.items()))},"
             f" unanswered: {self.api_unreachable})",
             f"budget exact:       {self.budget_exact}  (sweep {self.status})",
-            f"worker crashes:     {self.worker_crashes}",
+            f"worker crashes:     {len(self.worker_crashes)}",
+            *self.worker_crashes,
         ]
 
 
@@ -112,8 +112,9 @@ class Fleet:
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env, self.logs = env, logs
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.started_as: dict[int, int] = {}  # pid → number of its log file
         self.started = 0
-        self.crashes = 0
+        self.crashes: list[str] = []  # for each worker that exited unasked: code, log tail
 
     def start(self) -> subprocess.Popen[bytes]:
         self.started += 1
@@ -122,6 +123,7 @@ class Fleet:
             [*SWEEP, "worker", "--device", "cpu"], env=self.env, stdout=log, stderr=log
         )
         self.procs.append(proc)
+        self.started_as[proc.pid] = self.started
         return proc
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
@@ -132,7 +134,10 @@ class Fleet:
 
     def restart_exited(self) -> None:
         for proc in [p for p in self.procs if p.poll() is not None]:
-            self.crashes += 1
+            log = self.logs / f"worker-{self.started_as[proc.pid]}.log"
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            said = "\n  ".join(tail)
+            self.crashes.append(f"worker {proc.pid} exited with {proc.returncode}:\n  {said}")
             self.procs.remove(proc)
             self.start()
 

@@ -10,6 +10,7 @@ other nodes: each worker serves its own histograms (``sweep worker
 from __future__ import annotations
 
 import logging
+import sys
 
 from prometheus_client import (
     CollectorRegistry,
@@ -50,10 +51,18 @@ BACKGROUND_ERRORS = Counter(
 )
 
 
-def background_error(logger: logging.Logger, thread: str, what: str) -> None:
-    """Log the exception being handled, with its traceback, and count it: a background
-    thread carries on after an error, but never hides it."""
+def background_error(
+    logger: logging.Logger, thread: str, what: str, *, outage: bool = False
+) -> None:
+    """Log the exception being handled and count it: a background thread carries on after
+    an error, but never hides it. An ``outage`` (the database unreachable, retried on the
+    next tick) is one warning line; anything else is an error with its traceback."""
     BACKGROUND_ERRORS.labels(thread).inc()
+    if outage:
+        exc = sys.exc_info()[1]
+        first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
+        logger.warning("%s failed in the %s thread, database unreachable: %s", what, thread, first)
+        return
     logger.error("%s failed in the %s thread", what, thread, exc_info=True)
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from sweep import metrics
 from sweep.definition.status import SweepStatus
-from sweep.store.engine import is_sqlite, transaction
+from sweep.store.engine import is_outage, is_sqlite, transaction
 from sweep.store.queries import TRIAL_STATES
 from sweep.store.tables import Sweep
 
@@ -199,8 +199,8 @@ class EpochWriter:
             try:
                 with self._flushing:
                     self._flush_all()
-            except Exception:  # a database blip must not stop the writer; the next tick retries
-                metrics.background_error(log, "writer", "writing epochs")
+            except Exception as exc:  # a blip must not stop the writer; the next tick retries
+                metrics.background_error(log, "writer", "writing epochs", outage=is_outage(exc))
 
     def _flush_all(self, also: Lease | None = None) -> None:
         with self._state:

@@ -20,7 +20,7 @@ from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.pruning import PruningViews
 from sweep.scheduler.settling import reap_stale_trials, settle_sweep
 from sweep.store.engine import Pooling, is_outage, make_engine, make_session_factory
-from sweep.store.epoch_writer import EpochWriter
+from sweep.store.epoch_writer import EpochWriter, LeaseLost
 from sweep.store.migrations import check_ready
 from sweep.store.work import SweepWork, sweeps_by_share
 from sweep.training.tasks import RunConfig, Task, UnknownTaskError, get_task
@@ -144,7 +144,21 @@ class Worker:
                 self.stopping.wait(idle.next_wait())
                 continue
             idle.reset()
-            self.trials_run += self._run_claim(claim)
+            try:
+                self.trials_run += self._run_claim(claim)
+            except Exception as exc:
+                # The trial's own path already handled what it could; an outage or a lost
+                # lease that reached here leaves the trial to the reaper, not the worker dead.
+                if not (is_outage(exc) or isinstance(exc, LeaseLost)):
+                    raise
+                log.warning(
+                    "gave up sweep=%s trial=%d (%s); the reaper re-queues it",
+                    claim.study,
+                    claim.number,
+                    _first_line(exc),
+                    extra={"event": "abandon", "sweep": claim.sweep_name, "trial": claim.number},
+                )
+                self.stopping.wait(backoff)
         self.writer.close()
         self.engine.dispose()
         return 0

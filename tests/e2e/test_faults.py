@@ -6,8 +6,11 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from typing import ClassVar
 
 import httpx
 import optuna
@@ -19,6 +22,10 @@ from sweep.service import sweeps
 from sweep.store.engine import make_engine, make_session_factory, transaction
 from sweep.store.migrations import upgrade
 from sweep.store.optuna_storage import storage_for
+from sweep.training import tasks
+from sweep.training.synthetic import SyntheticTask
+from sweep.training.tasks import EpochResult, RunConfig
+from sweep.worker.loop import Worker
 from tests.conftest import fast_settings
 from tests.e2e.conftest import Processes, wait_for
 
@@ -240,3 +247,49 @@ def test_postgresql_restart_under_two_workers(
         assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == 6
     finally:
         procs.stop_all()
+
+
+class BreaksWhileTheDatabaseIsAway(SyntheticTask):
+    """Its first run reports an epoch, stops PostgreSQL for longer than a worker retries a
+    write (3 grace periods), and raises; later runs train as the synthetic task does."""
+
+    cluster: ClassVar[PrivatePostgres | None] = None
+    away_s: ClassVar[float] = 0.0
+    runs: ClassVar[int] = 0
+    restarts: ClassVar[list[threading.Timer]] = []
+
+    def run(self, config: RunConfig) -> Iterator[EpochResult]:
+        type(self).runs += 1
+        for result in super().run(config):
+            yield result
+            if type(self).runs == 1 and self.cluster is not None:
+                self.cluster.stop()
+                back = threading.Timer(self.away_s, self.cluster.start)
+                back.start()
+                self.restarts.append(back)
+                raise RuntimeError("the training broke while the database was away")
+
+
+def test_a_trial_that_breaks_during_an_outage_leaves_the_worker_working(
+    private_postgres: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing the trial cannot reach the database: the worker leaves it to the reaper and
+    carries on once PostgreSQL is back, instead of exiting."""
+    url = private_postgres.create_database("broken")
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    settings = fast_settings(url)
+    name = "breaks-while-the-database-is-away"
+    monkeypatch.setitem(tasks._registered(), name, f"{__name__}:BreaksWhileTheDatabaseIsAway")
+    monkeypatch.setattr(BreaksWhileTheDatabaseIsAway, "cluster", private_postgres)
+    monkeypatch.setattr(BreaksWhileTheDatabaseIsAway, "away_s", settings.grace_period * 3 + 2.0)
+    create_sweep(url, "broken", n_trials=1, epochs=2, task=name)
+    try:
+        assert Worker(settings, device="cpu", exit_when_idle=True, threads=1).run() == 0
+    finally:
+        for back in BreaksWhileTheDatabaseIsAway.restarts:
+            back.join()
+    first, retry = sorted(trials(url, "broken"), key=lambda t: t.number)
+    assert (first.state, retry.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert retry.params == first.params and sweep_status(url, "broken") == "completed"
