@@ -30,9 +30,9 @@ from torch import nn
 from torch.optim.adam import adam
 
 from sweep.training.data import Splits
-from sweep.training.members import Member, MemberSlots, epoch_results
+from sweep.training.members import Member, MemberSlots
 from sweep.training.model import build_mlp
-from sweep.training.tasks import EpochResult, RunConfig
+from sweep.training.tasks import RunConfig
 
 PENALTIES = ("l2", "decoupled")
 # Validation rows of all members per chunk: keeps the K x rows x 256 activations in the
@@ -87,6 +87,8 @@ class StackedMLPRun(MemberSlots["_Member"]):
         self._lr, self._batch_size = lr, batch_size
         self._X_train, self._y_train = data.X_train.to(device), data.y_train.to(device)
         self._X_val, self._y_val = data.X_val.to(device), data.y_val.to(device)
+        if data.X_test is not None and data.y_test is not None:
+            self._X_test, self._y_test = data.X_test.to(device), data.y_test.to(device)
         self._n_features, self._n_classes = data.n_features, data.n_classes
 
         with torch.random.fork_rng(devices=[]):  # only its shapes are used
@@ -202,23 +204,6 @@ class StackedMLPRun(MemberSlots["_Member"]):
         self._last_configs[slot] = config
         self._adam_views = None
 
-    def step_epoch(self) -> list[EpochResult | None]:
-        """Train every active member one epoch: its result at its slot, None at free slots.
-
-        A member that has now trained all its epochs, or gone ``patience`` epochs
-        without a better validation loss, leaves its slot free. The results of all
-        members are read from the device at once, at the end of the epoch.
-        """
-        members = list(self._members)
-        if all(m is None for m in members):
-            return [None] * self.capacity
-        train_sum = self._train_one_epoch(members)
-        val_sum, correct = self._evaluate()
-        sums = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
-        n_train, n_val = len(self._y_train), len(self._y_val)
-
-        return epoch_results(members, sums, n_train, n_val, self.remove)
-
     def _train_one_epoch(self, members: list[_Member | None]) -> torch.Tensor:
         """Train the active members one epoch; the summed training loss of every slot."""
         n_train, device = len(self._y_train), self._device
@@ -310,18 +295,18 @@ class StackedMLPRun(MemberSlots["_Member"]):
             h = h * masks[1]
         return torch.baddbmm(b3, h, W3)
 
-    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed validation loss and correct predictions of every slot, dropout off."""
-        K, n_val = self.capacity, len(self._y_val)
-        val_sum = torch.zeros(K, device=self._device)
+    def _evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and correct predictions of every slot on ``X``, ``y``, dropout off."""
+        K = self.capacity
+        loss_sum = torch.zeros(K, device=self._device)
         correct = torch.zeros(K, device=self._device)
         chunk = max(1, EVAL_STACKED_ROWS // K)
         with torch.no_grad():
-            for start in range(0, n_val, chunk):
-                x = self._X_val[start : start + chunk]
-                labels = self._y_val[start : start + chunk]
+            for start in range(0, len(y), chunk):
+                x = X[start : start + chunk]
+                labels = y[start : start + chunk]
                 logits = self._forward(x.expand(K, *x.shape), (None, None))
-                val_sum += (
+                loss_sum += (
                     nn.functional.cross_entropy(
                         logits.flatten(0, 1), labels.repeat(K), reduction="none"
                     )
@@ -329,4 +314,4 @@ class StackedMLPRun(MemberSlots["_Member"]):
                     .sum(dim=1)
                 )
                 correct += (logits.argmax(dim=2) == labels).sum(dim=1)
-        return val_sum, correct
+        return loss_sum, correct

@@ -33,8 +33,8 @@ from torch.optim.adam import adam
 
 from sweep.training.data import Splits
 from sweep.training.dropout import DROPOUT_LAYERS, DropoutMasks, with_masked_dropout
-from sweep.training.members import Member, MemberSlots, epoch_results
-from sweep.training.tasks import EpochResult, RunConfig
+from sweep.training.members import Member, MemberSlots
+from sweep.training.tasks import RunConfig
 from sweep.training.train import Loss, ModelFactory
 
 PENALTIES = ("l2", "decoupled")
@@ -83,6 +83,8 @@ class VmappedRun(MemberSlots["_Member"]):
         self._lr, self._batch_size = lr, batch_size
         self._X_train, self._y_train = data.X_train.to(device), data.y_train.to(device)
         self._X_val, self._y_val = data.X_val.to(device), data.y_val.to(device)
+        if data.X_test is not None and data.y_test is not None:
+            self._X_test, self._y_test = data.X_test.to(device), data.y_test.to(device)
 
         with torch.random.fork_rng(devices=[]):  # only its structure is used
             template = build(configs[0].params) if configs else None
@@ -193,23 +195,6 @@ class VmappedRun(MemberSlots["_Member"]):
         self._last_configs[slot] = config
         self._adam_rows = None
 
-    def step_epoch(self) -> list[EpochResult | None]:
-        """Train every active member one epoch: its result at its slot, None at free slots.
-
-        A member that has now trained all its epochs, or gone ``patience`` epochs
-        without a better validation loss, leaves its slot free. The results of all
-        members are read from the device at once, at the end of the epoch.
-        """
-        members = list(self._members)
-        if all(m is None for m in members):
-            return [None] * self.capacity
-        train_sum = self._train_one_epoch(members)
-        val_sum, correct = self._evaluate()
-        sums = torch.stack([train_sum, val_sum, correct]).tolist()  # the one host sync
-        n_train, n_val = len(self._y_train), len(self._y_val)
-
-        return epoch_results(members, sums, n_train, n_val, self.remove)
-
     def _gradient_layouts(self) -> list[list[int]]:
         """For each parameter, its dimensions from outermost to innermost in the gradient
         vmap's backward gives (one trial step of two members on a few training rows)."""
@@ -311,10 +296,10 @@ class VmappedRun(MemberSlots["_Member"]):
             maximize=False,
         )
 
-    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed validation loss and correct predictions of every slot, dropout off."""
-        K, n_val = self.capacity, len(self._y_val)
-        val_sum = torch.zeros(K, device=self._device)
+    def _evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and correct predictions of every slot on ``X``, ``y``, dropout off."""
+        K = self.capacity
+        loss_sum = torch.zeros(K, device=self._device)
         correct = torch.zeros(K, device=self._device)
         chunk = max(1, EVAL_STACKED_ROWS // K)
         outputs_of = vmap(
@@ -324,10 +309,10 @@ class VmappedRun(MemberSlots["_Member"]):
         losses_of = vmap(self._loss, in_dims=(0, None))
         self._module.eval()
         with torch.no_grad():
-            for start in range(0, n_val, chunk):
-                x = self._X_val[start : start + chunk]
-                labels = self._y_val[start : start + chunk]
+            for start in range(0, len(y), chunk):
+                x = X[start : start + chunk]
+                labels = y[start : start + chunk]
                 outputs = outputs_of(self._params, self._buffers, x)
-                val_sum += losses_of(outputs, labels) * len(labels)
+                loss_sum += losses_of(outputs, labels) * len(labels)
                 correct += (outputs.argmax(dim=-1) == labels).sum(dim=-1)
-        return val_sum, correct
+        return loss_sum, correct

@@ -2,7 +2,9 @@
 
 Each member stays its own Optuna trial, with its own lease, per-epoch report,
 pruning and result; a slot freed by a finished or pruned member takes the
-sweep's next trial. Tasks without a batched form run one trial at a time.
+sweep's next trial: a search trial while the budget lasts, then its evaluation
+runs (baseline, re-evaluations), which report test metrics from the same stack.
+Tasks without a batched form run one trial at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 from sweep.scheduler.claims import Claim, claim_trial
+from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
 from sweep.store.engine import is_outage
 from sweep.store.epoch_writer import LeaseLost
@@ -41,6 +44,7 @@ class _Members:
         self.runs: dict[int, TrialRun] = {}
         self.started: dict[int, float] = {}
         self.closed = 0
+        self.next_fill = 0.0  # when free slots may claim again (time.monotonic)
         self._leases = leases
 
     def admit(self, slot: int, claim: Claim) -> None:
@@ -105,14 +109,26 @@ def _drop(batch: BatchedRun, slot: int) -> None:
 
 
 def _fill(context: WorkerContext, batch: BatchedRun, members: _Members, sweep_id: int) -> None:
+    """Claim trials of the sweep into the free slots; after finding none, wait a poll interval
+    before asking again (a claim costs a transaction; an epoch may take milliseconds)."""
+    if time.monotonic() < members.next_fill:
+        return
     for slot in batch.free_slots:
         try:
-            claim = claim_trial(context.settings, context.factory, sweep_id, context.name)
+            claim = _claim(context, sweep_id)
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            return  # the database is away: carry on with the members we have
+            claim = None  # the database is away: carry on with the members we have
         if claim is None:
+            members.next_fill = time.monotonic() + context.settings.poll_interval
             return
         members.admit(slot, claim)
         batch.replace(slot, run_config(claim, context.device))
+
+
+def _claim(context: WorkerContext, sweep_id: int) -> Claim | None:
+    """The sweep's next search trial or, once its budget is handed out, evaluation run."""
+    settings, factory, name = context.settings, context.factory, context.name
+    claim = claim_trial(settings, factory, sweep_id, name)
+    return claim if claim is not None else claim_evaluation(settings, factory, sweep_id, name)

@@ -189,8 +189,7 @@ class Worker:
             task = self._task_of(run)
             if task is None:
                 return 0
-            # evaluation trials (claim.study_name set) train alone: the test split is per trial
-            if self.batch > 1 and not claim.study_name:
+            if self.batch > 1:
                 batched = run_batch(self.context, task, run, self.batch)
                 if batched is not None:
                     return batched

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
+from sweep.definition.evaluation import EVALUATION_SUFFIX
 from sweep.service import sweeps
 from sweep.worker.loop import Worker
 from tests.helpers import make_sweep
@@ -22,21 +24,25 @@ NO_DROPOUT = {
 SMALL_DIGITS = {"task": "digits-mlp", "task_options": {"train_size": 100}}
 
 
-def trials(settings: Settings, name: str) -> list[optuna.trial.FrozenTrial]:
+def trials(settings: Settings, name: str) -> list[FrozenTrial]:
     return optuna.load_study(study_name=name, storage=settings.database_url).trials
 
 
 def test_batched_trials_match_one_at_a_time(
-    settings: Settings, factory: sessionmaker[Session]
+    settings: Settings, factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
 ) -> None:
-    def swept(name: str, batch: int) -> list[optuna.trial.FrozenTrial]:
-        # each sweep queued just before its own worker, so only that worker trains it
+    def swept(name: str, batch: int) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+        # each sweep queued just before its own worker, so only that worker trains it;
+        # after the budget: the baseline and the top 3 on 3 more seeds each, then the chosen
+        # configuration on the test split (13 runs)
         options = {"epochs": 5, "n_trials": 5, "sampler": "random", "pruner": "none"}
+        options["test_split"] = True
         make_sweep(settings, factory, name, **SMALL_DIGITS, **options, space=NO_DROPOUT)
         Worker(settings, device="cpu", exit_when_idle=True, batch=batch).run()
-        return trials(settings, name)
+        return trials(settings, name), trials(settings, name + EVALUATION_SUFFIX)
 
-    stacked, alone = swept("stacked", batch=3), swept("alone", batch=1)
+    with caplog.at_level(logging.INFO, logger="sweep.worker"):
+        (stacked, stacked_eval), (alone, alone_eval) = swept("stacked", 3), swept("alone", 1)
     assert [t.state for t in stacked] == [TrialState.COMPLETE] * 5
     for s, a in zip(stacked, alone, strict=True):
         assert s.params == a.params
@@ -47,12 +53,24 @@ def test_batched_trials_match_one_at_a_time(
             a.user_attrs["curves"]["train_loss"], rel=1e-4
         )
         assert s.user_attrs["metrics"]["epoch"] == a.user_attrs["metrics"]["epoch"]
+    # the evaluation runs trained in the batch's slots, with the test metrics of runs alone
+    claims = [r.__dict__ for r in caplog.records if r.__dict__.get("event") == "claim"]
+    evaluation = [c for c in claims if c["study"] == "stacked.eval"]
+    assert len(evaluation) == 13 and any("slot" in c for c in evaluation)
+    assert len(stacked_eval) == len(alone_eval) == 13
+    for s, a in zip(stacked_eval, alone_eval, strict=True):
+        assert s.state == a.state == TrialState.COMPLETE and s.params == a.params
+        assert s.value == pytest.approx(a.value, rel=1e-4)
+        s_metrics, a_metrics = s.user_attrs["metrics"], a.user_attrs["metrics"]
+        assert s_metrics.keys() == a_metrics.keys()
+        assert s_metrics == pytest.approx(a_metrics, rel=1e-4)
+    assert sum("test_loss" in t.user_attrs["metrics"] for t in stacked_eval) == 1
 
 
 def test_a_batch_keeps_the_budget_and_refills_freed_slots(
     settings: Settings, factory: sessionmaker[Session]
 ) -> None:
-    # search trials only: evaluation trials run alone and would add to trials_run
+    # search trials only: evaluation runs would add to trials_run
     make_sweep(
         settings,
         factory,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -50,9 +51,13 @@ def _assert_close(actual: list[EpochResult], expected: list[EpochResult]) -> Non
     """Same epochs and accuracies; losses equal up to fp32 rounding."""
     assert [r.epoch for r in actual] == [r.epoch for r in expected]
     assert [r.val_accuracy for r in actual] == [r.val_accuracy for r in expected]
-    for field in ("train_loss", "val_loss"):
-        got = torch.tensor([getattr(r, field) for r in actual], dtype=torch.float64)
-        want = torch.tensor([getattr(r, field) for r in expected], dtype=torch.float64)
+    for field in ("train_loss", "val_loss", "test_loss", "test_accuracy"):
+        got_values = [getattr(r, field) for r in actual]
+        want_values = [getattr(r, field) for r in expected]
+        # reported on the same epochs (test metrics only on epochs that improve val loss)
+        assert [v is None for v in got_values] == [v is None for v in want_values], field
+        got = torch.tensor([v for v in got_values if v is not None], dtype=torch.float64)
+        want = torch.tensor([v for v in want_values if v is not None], dtype=torch.float64)
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (field, got - want)
 
 
@@ -68,6 +73,16 @@ def test_members_without_dropout_match_separate_train_epochs_runs(penalty: str) 
         alone = list(train_epochs(_data(), config, lr=LR, batch_size=BATCH_SIZE))
         assert len(curve) == EPOCHS
         _assert_close(curve, alone)
+
+
+def test_members_that_evaluate_on_the_test_split_report_as_train_epochs_does() -> None:
+    # re-evaluation runs of a sweep: test loss and accuracy on the epochs that improve val loss
+    tested = dataclasses.replace(_config(0.0, 0.0, 1e-3, seed=4), evaluate_test=True)
+    searched = _config(0.0, 0.0, 1e-2, seed=5)
+    with_test, without = _batched([tested, searched])
+    assert any(r.test_loss is not None for r in with_test)
+    assert all(r.test_loss is None and r.test_accuracy is None for r in without)
+    _assert_close(with_test, list(train_epochs(_data(), tested, lr=LR, batch_size=BATCH_SIZE)))
 
 
 @pytest.mark.parametrize("penalty", ["l2", "decoupled"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -25,8 +26,9 @@ EPOCHS = 3
 @functools.cache
 def _images() -> Splits:
     flat = load_digits_split(TRAIN_SIZE)
-    as_images = [t.reshape(-1, 1, 8, 8) for t in (flat.X_train, flat.X_val)]
-    return Splits(as_images[0], flat.y_train, as_images[1], flat.y_val)
+    assert flat.X_test is not None
+    as_images = [t.reshape(-1, 1, 8, 8) for t in (flat.X_train, flat.X_val, flat.X_test)]
+    return Splits(as_images[0], flat.y_train, as_images[1], flat.y_val, as_images[2], flat.y_test)
 
 
 class TinyCNN(ModelTask):
@@ -105,9 +107,20 @@ def _assert_close(actual: list[EpochResult], expected: list[EpochResult]) -> Non
     """Same epochs and accuracies; losses equal up to fp32 rounding."""
     assert [r.epoch for r in actual] == [r.epoch for r in expected]
     assert [r.val_accuracy for r in actual] == pytest.approx([r.val_accuracy for r in expected])
-    for field in ("train_loss", "val_loss"):
-        got = torch.tensor([getattr(r, field) for r in actual], dtype=torch.float64)
-        want = torch.tensor([getattr(r, field) for r in expected], dtype=torch.float64)
+    _assert_losses_close(actual, expected, ("train_loss", "val_loss", "test_loss"))
+    assert [r.test_accuracy for r in actual] == pytest.approx([r.test_accuracy for r in expected])
+
+
+def _assert_losses_close(
+    actual: list[EpochResult], expected: list[EpochResult], fields: tuple[str, ...]
+) -> None:
+    for field in fields:
+        got_values = [getattr(r, field) for r in actual]
+        want_values = [getattr(r, field) for r in expected]
+        # reported on the same epochs (test metrics only on epochs that improve val loss)
+        assert [v is None for v in got_values] == [v is None for v in want_values], field
+        got = torch.tensor([v for v in got_values if v is not None], dtype=torch.float64)
+        want = torch.tensor([v for v in want_values if v is not None], dtype=torch.float64)
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (field, got - want)
 
 
@@ -136,6 +149,19 @@ def test_masks_drawn_by_bernoulli_where_it_is_not_a_uniform_draw_match_too(
     curve, empty = _train(task.start_batch([config], capacity=2), 2)
     assert empty == []
     _assert_close(curve, _alone(task, config))
+
+
+def test_members_that_evaluate_on_the_test_split_report_as_their_runs_alone() -> None:
+    # re-evaluation runs of a sweep: test loss and accuracy on the epochs that improve val loss
+    task = TinyCNN()
+    configs = [
+        dataclasses.replace(_config(0.3, 0.2, 1e-3, seed=5), evaluate_test=True),
+        _config(0.2, 0.4, 1e-2, seed=6),  # a search trial beside it reports no test metrics
+    ]
+    tested, searched = _train(task.start_batch(configs, capacity=2), 2)
+    assert any(r.test_loss is not None for r in tested)
+    assert all(r.test_loss is None and r.test_accuracy is None for r in searched)
+    _assert_close(tested, _alone(task, configs[0]))
 
 
 @pytest.mark.parametrize("penalty", ["l2", "decoupled"])
