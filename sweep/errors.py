@@ -76,3 +76,9 @@ class RateLimited(SweepError):
     def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (driver errors run to many), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,6 +20,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from sweep.errors import first_line
+
 log = logging.getLogger("sweep.metrics")
 
 # Trainings range from milliseconds (a tiny MLP on a GPU) to minutes per epoch.
@@ -60,8 +62,8 @@ def background_error(
     BACKGROUND_ERRORS.labels(thread).inc()
     if outage:
         exc = sys.exc_info()[1]
-        first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else ""
-        logger.warning("%s failed in the %s thread, database unreachable: %s", what, thread, first)
+        said = first_line(exc) if exc is not None else ""
+        logger.warning("%s failed in the %s thread, database unreachable: %s", what, thread, said)
         return
     logger.error("%s failed in the %s thread", what, thread, exc_info=True)
 

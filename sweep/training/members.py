@@ -90,7 +90,7 @@ class MemberSlots(Generic[M]):
             return [None] * self.capacity
         rows = [self._train_one_epoch(members), *self._evaluate(self._X_val, self._y_val)]
         n_test = 0
-        if self._X_test is not None and self._y_test is not None and _tests(members):
+        if self._X_test is not None and self._y_test is not None and _any_evaluates_test(members):
             rows.extend(self._evaluate(self._X_test, self._y_test))
             n_test = len(self._y_test)
         sums = torch.stack(rows).tolist()  # the one host sync
@@ -106,7 +106,7 @@ class MemberSlots(Generic[M]):
         raise NotImplementedError
 
 
-def _tests(members: Sequence[Member | None]) -> bool:
+def _any_evaluates_test(members: Sequence[Member | None]) -> bool:
     return any(m is not None and m.config.evaluate_test for m in members)
 
 

@@ -13,7 +13,7 @@ import time
 from types import FrameType
 
 from sweep.config import Settings
-from sweep.errors import SchemaNotReady
+from sweep.errors import SchemaNotReady, first_line
 from sweep.scheduler.claims import Claim, claim_trial
 from sweep.scheduler.evaluation import claim_evaluation
 from sweep.scheduler.leases import TrialRun
@@ -130,7 +130,7 @@ class Worker:
                 if not is_outage(exc):
                     raise
                 log.warning(
-                    "database unavailable (%s); retrying in %.0f s", _first_line(exc), backoff
+                    "database unavailable (%s); retrying in %.0f s", first_line(exc), backoff
                 )
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -155,7 +155,7 @@ class Worker:
                     "gave up sweep=%s trial=%d (%s); the reaper re-queues it",
                     claim.study,
                     claim.number,
-                    _first_line(exc),
+                    first_line(exc),
                     extra={"event": "abandon", "sweep": claim.sweep_name, "trial": claim.number},
                 )
                 self.stopping.wait(backoff)
@@ -173,7 +173,7 @@ class Worker:
                 if not (isinstance(exc, SchemaNotReady) or is_outage(exc)):
                     raise
                 if not warned:
-                    log.warning("waiting for the database: %s", _first_line(exc))
+                    log.warning("waiting for the database: %s", first_line(exc))
                     warned = True
             self.stopping.wait(self.settings.poll_interval)
         return False
@@ -208,7 +208,7 @@ class Worker:
                 "for %.0f s. Install the task's package here, or run its sweeps on workers "
                 "that have it",
                 claim.task,
-                _first_line(exc),
+                first_line(exc),
                 claim.study,
                 claim.number,
                 MISSING_TASK_RETRY_S,
@@ -332,7 +332,3 @@ def resolve_device(requested: str) -> str:
     from sweep.training.train import pick_device
 
     return pick_device(requested)
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sweep.config import Settings
 from sweep.definition.space import trial_params
+from sweep.errors import first_line
 from sweep.scheduler.claims import Claim
 from sweep.scheduler.leases import TrialRun
 from sweep.scheduler.pruning import PruningViews
@@ -136,7 +137,7 @@ def end_with_error(run: TrialRun, exc: BaseException, worker: str) -> Outcome:
         log.error(
             "database unreachable; abandoning %s: %s",
             _where(run.claim),
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            first_line(exc),
             extra={"event": "abandon", **fields},
         )
         return Outcome.ABANDONED
